@@ -1,0 +1,129 @@
+"""The GNS actor-critic (paper §4.3, Eq. 4) and its safe file format.
+
+Given the state embedding ``h = E(G)`` of the hierarchical encoder::
+
+    V(s) = m_s(h)                       (critic)
+    a ~ N(mu, sigma²),  mu = 0.1 · tanh(m_f(h))   (actor, Eq. 4)
+    lr <- lr · (1 + a)                  (action, §4.2)
+
+``m_s`` and ``m_f`` are MLPs with one hidden layer of 32 units; ``sigma`` is fixed
+(0.05, as in the authors' code). Encoder and heads are shared by actor and critic; the
+encoder is optimised with the actor's learning rate.
+
+Files: an agent is saved as ``<stem>.safetensors`` (tensors only: nothing executes on
+load) and ``<stem>.json`` (its :class:`AgentConfig`, feature names, operator types and
+format version). Loading checks all of it and raises :class:`GNSError` on any mismatch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from .config import AgentConfig, from_dict
+from .encoder import BlockStructure, HierarchicalEncoder
+from .errors import GNSError
+from .features import FEATURE_NAMES, NUM_FEATURES
+from .graph import OP_TYPES
+
+FORMAT_VERSION = 1
+
+
+def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+
+class GNSAgent(nn.Module):
+    """Actor-critic over graph states; works on any model's :class:`BlockStructure`."""
+
+    def __init__(self, cfg: AgentConfig | None = None, in_dim: int = NUM_FEATURES):
+        super().__init__()
+        self.cfg = cfg or AgentConfig()
+        self.cfg.validate()
+        self.in_dim = in_dim
+        self.encoder = HierarchicalEncoder(in_dim, self.cfg)
+        self.actor = _mlp(self.cfg.hidden, self.cfg.head_hidden)
+        self.critic = _mlp(self.cfg.hidden, self.cfg.head_hidden)
+        # Start near "keep the learning rate": a small last layer gives mu ≈ 0.
+        nn.init.zeros_(self.actor[-1].bias)
+        self.actor[-1].weight.data.mul_(0.01)
+
+    def forward(self, x: torch.Tensor, s: BlockStructure) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actor mean and state value for states ``x`` of shape ``[B, N, F]`` (or ``[N, F]``).
+
+        Returns ``mu [B]`` and ``value [B]``.
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        h = self.encoder(x, s)
+        mu = self.cfg.action_scale * torch.tanh(self.actor(h).squeeze(-1))
+        return mu, self.critic(h).squeeze(-1)
+
+    def distribution(self, mu: torch.Tensor) -> Normal:
+        return Normal(mu, torch.full_like(mu, self.cfg.sigma))
+
+    def param_groups(self, actor_lr: float, critic_lr: float) -> list[dict]:
+        """Adam groups: encoder + actor at ``actor_lr``, critic at ``critic_lr`` (§5.1)."""
+        actor = list(self.encoder.parameters()) + list(self.actor.parameters())
+        return [{"params": actor, "lr": actor_lr}, {"params": list(self.critic.parameters()), "lr": critic_lr}]
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the tensor file."""
+        from safetensors.torch import save_file
+
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path))
+        meta = {"format": "gnsched-agent", "version": FORMAT_VERSION, "agent": asdict(self.cfg),
+                "in_dim": self.in_dim, "features": list(FEATURE_NAMES), "op_types": list(OP_TYPES)}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNSAgent":
+        """Load an agent written by :meth:`save`; clear errors for bad files."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if path.suffix not in (".safetensors", ".json"):
+            path = path.with_suffix(".safetensors")
+        tensor_file, meta_file = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        for f in (tensor_file, meta_file):
+            if not f.is_file():
+                raise GNSError(f"agent file {f} does not exist; an agent is a .safetensors file "
+                               "with a .json file of the same name beside it.")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GNSError(f"agent config {meta_file} is not valid JSON ({e}).") from None
+        if not isinstance(meta, dict) or meta.get("format") != "gnsched-agent":
+            raise GNSError(f"{meta_file} is not a gnsched agent config (its 'format' is not 'gnsched-agent').")
+        if meta.get("version") != FORMAT_VERSION:
+            raise GNSError(f"agent {meta_file} has format version {meta.get('version')!r}; "
+                           f"this gnsched reads version {FORMAT_VERSION}.")
+        if meta.get("features") != list(FEATURE_NAMES) or meta.get("op_types") != list(OP_TYPES):
+            raise GNSError(f"agent {meta_file} was trained with other features or operator types "
+                           "and is incompatible with this gnsched.")
+        try:
+            agent = cls(from_dict(AgentConfig, meta.get("agent", {})), in_dim=int(meta["in_dim"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise GNSError(f"agent config {meta_file} is incomplete or invalid ({e}).") from None
+        try:
+            tensors = load_file(str(tensor_file))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise GNSError(f"agent weights {tensor_file} are corrupt or not safetensors ({e}).") from None
+        try:
+            agent.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise GNSError(f"agent weights {tensor_file} do not match its config ({first}).") from None
+        if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+            raise GNSError(f"agent weights {tensor_file} contain NaN or Inf values.")
+        return agent

@@ -1,0 +1,262 @@
+"""Command-line interface: ``gnsched demo | train | run | graph``.
+
+Options map one to one onto the fields of :mod:`gnsched.config`. Errors in user input
+print one sentence on stderr and exit with code 2; an output folder is written under a
+temporary name and renamed only when complete, so a failed run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .config import AgentConfig, EnvConfig, PPOConfig, TrainConfig
+from .errors import GNSError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="gnsched: learn a learning-rate schedule with a graph network (GNS, ICLR 2022).")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def atomic_output(out: Path):
+    """Yield a temporary folder that replaces ``out`` only if the block succeeds."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _config(episodes: int, epochs: Optional[int], seed: int, interval: Optional[int], val_prob: float,
+            lr_min: float, lr_max: float, encoder: str, sigma: float, ppo_epochs: int, candidates: int,
+            sample: bool) -> TrainConfig:
+    cfg = TrainConfig(episodes=episodes, epochs=epochs, seed=seed, candidates=candidates, deterministic=not sample,
+                      env=EnvConfig(interval=interval, val_prob=val_prob, lr_min=lr_min, lr_max=lr_max),
+                      agent=AgentConfig(encoder=encoder, sigma=sigma), ppo=PPOConfig(epochs=ppo_epochs))
+    cfg.validate()
+    return cfg
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+
+def _train(task, cfg: TrainConfig, quiet: bool = False):
+    from .train import train_agent
+
+    bar = None if quiet else _progress(cfg.episodes, f"training GNS on {task.name}")
+
+    def on_episode(log):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(val=f"{log.final_val:.4f}", ret=f"{log.episode_return:.1f}", lr0=f"{log.lr0:.1e}")
+
+    agent, logs = train_agent(task, cfg, on_episode=on_episode)
+    if bar is not None:
+        bar.close()
+    return agent, logs
+
+
+def _compare(task, agent, cfg: TrainConfig, schedules: list[str], lr: float, seeds: int, seed0: int,
+             quiet: bool = False):
+    from .train import apply_agent, run_schedule
+
+    records = []
+    jobs = [(s, k) for s in schedules for k in range(seeds)]
+    bar = None if quiet else _progress(len(jobs), "evaluating schedules")
+    for sched, k in jobs:
+        seed = seed0 + k
+        if sched == "gns":
+            records.append(apply_agent(agent, task, cfg, seed=seed))
+        else:
+            records.append(run_schedule(task, sched, lr, seed=seed, epochs=cfg.epochs))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return records
+
+
+def _summary(records) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r.name for r in records):
+        vals = [r.test_metric for r in records if r.name == name]
+        secs = [r.seconds for r in records if r.name == name]
+        out[name] = {"test_mean": statistics.fmean(vals), "test_std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+                     "runs": len(vals), "seconds_per_run": statistics.fmean(secs),
+                     "diverged": sum(r.diverged for r in records if r.name == name)}
+    return out
+
+
+def _print_table(task, summary: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task.name}: test {task.metric} (mean ± std over seeds)")
+    for col in ("schedule", f"test {task.metric} (%)", "runs", "s / run"):
+        table.add_column(col, justify="right" if col != "schedule" else "left")
+    for name, s in summary.items():
+        table.add_row(name, f"{100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f}", str(s["runs"]),
+                      f"{s['seconds_per_run']:.1f}")
+    Console().print(table)
+
+
+def _write_results(out: Path, task, cfg: TrainConfig, records, logs=None, extra: dict | None = None) -> dict:
+    from .plot import plot_runs
+
+    summary = _summary(records)
+    results = {"task": task.name, "description": task.description, "config": cfg.to_dict(),
+               "split_sizes": dict(zip(("train", "val", "test"), task.splits.sizes())),
+               "summary": summary, "runs": [r.to_dict() for r in records], **(extra or {})}
+    if logs is not None:
+        results["training"] = [vars(l) for l in logs]
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    plot_runs(records, out / "plot.png", title=f"{task.name}")
+    return summary
+
+
+# --------------------------------------------------------------------------- commands
+_TASK = typer.Option("digits-mlp", "--task", help="task name: digits-mlp, fashion-mnist-mlp")
+_DATA = typer.Option(None, "--data-dir", help="folder with the task's data files (IDX .gz for Fashion-MNIST)")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (replaced when complete)"),
+         episodes: int = typer.Option(20, help="training episodes of the agent"),
+         epochs: int = typer.Option(20, help="target-network epochs per episode"),
+         seeds: int = typer.Option(3, help="evaluation seeds per schedule"),
+         seed: int = typer.Option(0, help="base random seed"),
+         quiet: bool = typer.Option(False, help="no progress bars")):
+    """Train a GNS agent on the embedded digits task, apply it, compare with constant and cosine."""
+    run(task_name="digits-mlp", data_dir=None, out=out, schedule=["constant", "cosine", "gns"], agent_path=None,
+        episodes=episodes, epochs=epochs, seeds=seeds, seed=seed, lr=None, interval=None, val_prob=0.2,
+        lr_min=1e-7, lr_max=1.0, encoder="gcn", sigma=0.05, ppo_epochs=20, candidates=4, sample=False, quiet=quiet)
+
+
+@app.command()
+def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
+          out: Path = typer.Option(..., "--out", help="output folder for agent.safetensors/json and the log"),
+          episodes: int = typer.Option(30, help="training episodes (30 in the paper)"),
+          epochs: Optional[int] = typer.Option(None, help="target-network epochs per episode (task default)"),
+          seed: int = typer.Option(0, help="base random seed"),
+          interval: Optional[int] = typer.Option(None, "--interval", "-K", help="decision interval K (task default)"),
+          val_prob: float = typer.Option(0.2, "--val-prob", "-p", help="validation probability p in (0, 1]"),
+          lr_min: float = typer.Option(1e-7, help="lower learning-rate clamp"),
+          lr_max: float = typer.Option(1.0, help="upper learning-rate clamp"),
+          encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat"),
+          sigma: float = typer.Option(0.05, help="policy standard deviation"),
+          ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
+          quiet: bool = typer.Option(False, help="no progress bar")):
+    """Train a GNS agent on a task (Algorithm 1) and save it."""
+    try:
+        from .tasks import get_task
+
+        cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
+        task = get_task(task_name, data_dir)
+        agent, logs = _train(task, cfg, quiet)
+        with atomic_output(out) as tmp:
+            agent.save(tmp / "agent.safetensors")
+            (tmp / "training.json").write_text(json.dumps(
+                {"task": task.name, "config": cfg.to_dict(), "episodes": [vars(l) for l in logs]}, indent=2, default=float))
+        typer.echo(f"agent written to {out / 'agent.safetensors'}")
+    except GNSError as e:
+        _fail(str(e))
+
+
+@app.command()
+def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
+        out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
+        schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, gns"),
+        agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
+                                                  "without it, gns trains one first"),
+        episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
+        epochs: Optional[int] = typer.Option(None, help="target-network epochs (task default)"),
+        seeds: int = typer.Option(3, help="evaluation seeds per schedule"),
+        seed: int = typer.Option(0, help="base random seed"),
+        lr: Optional[float] = typer.Option(None, help="learning rate of constant/cosine (task default)"),
+        interval: Optional[int] = typer.Option(None, "--interval", "-K", help="decision interval K"),
+        val_prob: float = typer.Option(0.2, "--val-prob", "-p", help="validation probability p in (0, 1]"),
+        lr_min: float = typer.Option(1e-7, help="lower learning-rate clamp"),
+        lr_max: float = typer.Option(1.0, help="upper learning-rate clamp"),
+        encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat"),
+        sigma: float = typer.Option(0.05, help="policy standard deviation"),
+        ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
+        candidates: int = typer.Option(4, help="initial learning rates tried when applying the agent"),
+        sample: bool = typer.Option(False, help="sample actions instead of the policy mean"),
+        quiet: bool = typer.Option(False, help="no progress bars")):
+    """Train the target network with named schedules (and a GNS agent) and compare them."""
+    try:
+        from .agent import GNSAgent
+        from .tasks import get_task
+
+        cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs,
+                      candidates, sample)
+        bad = [s for s in schedule if s not in ("constant", "cosine", "gns")]
+        if bad:
+            raise GNSError(f"unknown schedule {bad[0]!r}; allowed: constant, cosine, gns.")
+        if not (isinstance(seeds, int) and seeds > 0):
+            raise GNSError(f"seeds must be a positive integer, got {seeds!r}.")
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise GNSError(f"learning rate must be a positive finite number, got {lr!r}.")
+        agent = GNSAgent.load(agent_path) if agent_path is not None else None
+        task = get_task(task_name, data_dir)
+        lr = lr or task.default_lr
+        logs = None
+        if "gns" in schedule and agent is None:
+            agent, logs = _train(task, cfg, quiet)
+        # Evaluation seeds differ from the training episodes' seeds.
+        records = _compare(task, agent, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
+        with atomic_output(out) as tmp:
+            if agent is not None and agent_path is None:
+                agent.save(tmp / "agent.safetensors")
+            summary = _write_results(tmp, task, cfg, records, logs, {"baseline_lr": lr})
+        _print_table(task, summary)
+        typer.echo(f"results, plot and agent written to {out}/")
+    except GNSError as e:
+        _fail(str(e))
+
+
+@app.command()
+def graph(task_name: str = _TASK, data_dir: Optional[Path] = _DATA):
+    """Print the operator graph of a task's model and its blocks."""
+    try:
+        from .graph import build_graph
+        from .tasks import get_task
+
+        task = get_task(task_name, data_dir)
+        typer.echo(build_graph(task.make_model(), task.example_input()).summary())
+    except GNSError as e:
+        _fail(str(e))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

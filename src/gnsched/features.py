@@ -1,0 +1,121 @@
+"""Node features of the graph state (paper §4.1, appendix E.8).
+
+For each node ``v`` with parameters ``w_v`` the raw feature vector is::
+
+    x_v = [ slog(mean W), lg(var W), slog(mean b), lg(var b), has_bias,
+            lg(mean |g|), lg(var |g|), lg(lr)/…, lg(mean train loss), t/T ]
+
+where ``W`` are the node's weight tensors (every parameter not named ``bias``), ``b`` its
+biases, ``g`` the gradients of all its parameters, ``lr`` the learning rate used in the
+window and the loss the mean training loss over the last ``K`` steps (the two *global*
+features repeat at every node). ``t/T`` (fraction of training done) is this project's
+extension, zero when disabled.
+
+Scale-free transforms so that one agent works across model sizes and tasks:
+``lg(x) = log10(x + 1e-12) / 6`` maps 1e-12..1 to -2..0, and
+``slog(x) = sign(x) * log1p(|x| / 1e-6) / log1p(1e6)`` maps signed means to [-1, 1]
+logarithmically. The operator-type embedding is added by the encoder.
+
+Cost: statistics come from one concatenation of all parameters (and of all gradients)
+and ``torch.segment_reduce`` over contiguous per-(node, kind) segments, i.e. a handful
+of vectorised kernels per decision, never per training step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .graph import ModelGraph
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "weight_mean", "weight_var", "bias_mean", "bias_var", "has_bias",
+    "absgrad_mean", "absgrad_var", "lr", "train_loss", "progress",
+)
+NUM_FEATURES = len(FEATURE_NAMES)
+_LOG_EPS = 1e-12
+_SLOG_EPS = 1e-6
+
+
+def lg(x: torch.Tensor) -> torch.Tensor:
+    """Scaled log10: ``log10(x + 1e-12) / 6``."""
+    return torch.log10(x.clamp_min(0) + _LOG_EPS) / 6.0
+
+
+def slog(x: torch.Tensor) -> torch.Tensor:
+    """Signed log: ``sign(x) * log1p(|x| / 1e-6) / log1p(1e6)``, in [-1, 1] for |x| <= 1."""
+    return torch.sign(x) * torch.log1p(x.abs() / _SLOG_EPS) / math.log1p(1.0 / _SLOG_EPS)
+
+
+class NodeFeatures:
+    """Computes the ``[N, F]`` node feature matrix of a model's graph.
+
+    Args:
+        model: the target network (the same object the graph was built from).
+        graph: its :class:`~gnsched.graph.ModelGraph`.
+    """
+
+    def __init__(self, model: nn.Module, graph: ModelGraph):
+        params = dict(model.named_parameters())
+        # Segment order: node 0 weights, node 0 biases, node 1 weights, ... (kind 0 = weight).
+        self.tensors: list[torch.Tensor] = []
+        seg_len: list[int] = []
+        seg_node: list[int] = []
+        seg_kind: list[int] = []
+        for v, pnames in enumerate(graph.param_names):
+            for kind in (0, 1):
+                group = [params[p] for p in pnames if (p.rsplit(".", 1)[-1] == "bias") == bool(kind)]
+                if group:
+                    self.tensors.extend(group)
+                    seg_len.append(sum(p.numel() for p in group))
+                    seg_node.append(v)
+                    seg_kind.append(kind)
+        self.num_nodes = graph.num_nodes
+        self.lengths = torch.tensor(seg_len, dtype=torch.long)
+        self.seg_node = torch.tensor(seg_node, dtype=torch.long)
+        self.seg_kind = torch.tensor(seg_kind, dtype=torch.long)
+
+    @torch.no_grad()
+    def _segment_stats(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.lengths.to(flat.device)
+        s1 = torch.segment_reduce(flat, "sum", lengths=lengths)
+        s2 = torch.segment_reduce(flat * flat, "sum", lengths=lengths)
+        n = lengths.to(flat.dtype)
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0)
+        return mean.cpu(), var.cpu()
+
+    @torch.no_grad()
+    def __call__(self, lr: float, train_loss: float, progress: float = 0.0) -> torch.Tensor:
+        """Feature matrix ``[N, F]`` (float32, CPU) for the current weights and gradients."""
+        flat_w = torch.cat([p.detach().reshape(-1).float() for p in self.tensors])
+        flat_g = torch.cat([(p.grad.detach().reshape(-1).float().abs() if p.grad is not None
+                             else torch.zeros(p.numel(), device=p.device)) for p in self.tensors])
+        w_mean, w_var = self._segment_stats(flat_w)
+        g_mean_seg, g_var_seg = self._segment_stats(flat_g)
+
+        n = self.num_nodes
+        x = torch.zeros(n, NUM_FEATURES)
+        is_w, is_b = self.seg_kind == 0, self.seg_kind == 1
+        x[self.seg_node[is_w], 0] = slog(w_mean[is_w])
+        x[self.seg_node[is_w], 1] = lg(w_var[is_w])
+        x[:, 3] = lg(torch.zeros(()))  # nodes without bias: the variance of nothing is 0
+        x[self.seg_node[is_b], 2] = slog(w_mean[is_b])
+        x[self.seg_node[is_b], 3] = lg(w_var[is_b])
+        x[self.seg_node[is_b], 4] = 1.0
+        # |grad| statistics over all of a node's parameters: pool its weight and bias segments.
+        lens = self.lengths.to(torch.float64)
+        cnt = torch.zeros(n, dtype=torch.float64).index_add_(0, self.seg_node, lens)
+        s1 = torch.zeros(n, dtype=torch.float64).index_add_(0, self.seg_node, g_mean_seg.double() * lens)
+        s2 = torch.zeros(n, dtype=torch.float64).index_add_(
+            0, self.seg_node, (g_var_seg.double() + g_mean_seg.double() ** 2) * lens)
+        g_mean = s1 / cnt
+        g_var = (s2 / cnt - g_mean ** 2).clamp_min(0)
+        x[:, 5] = lg(g_mean.float())
+        x[:, 6] = lg(g_var.float())
+        x[:, 7] = math.log10(max(lr, 1e-30)) / 6.0
+        loss = train_loss if math.isfinite(train_loss) else 1e6
+        x[:, 8] = math.log10(max(loss, 0.0) + 1e-8)
+        x[:, 9] = progress
+        return x

@@ -1,0 +1,121 @@
+"""Tasks: what one episode trains (model factory, data splits, metric, defaults).
+
+A :class:`Task` bundles everything the environment needs and the defaults of its
+schedule (T via epochs, K, batch size, lr prior). Registered tasks:
+
+========================  ==================================================================
+``digits-mlp``            scikit-learn's bundled digits (embedded), MLP 64-128-128-10, Adam,
+                          batch 64, 20 epochs, K = 10 (36 decisions).
+``fashion-mnist-mlp``     Fashion-MNIST (IDX files from ``--data-dir``), 3-layer MLP hidden
+                          128, Adam, batch 128 (appendix E.10), 10k validation images carved
+                          from train with seed 0, 10 epochs, K = 50 (78 decisions).
+========================  ==================================================================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .data import Splits, digits_splits, fashion_mnist_splits
+from .errors import GNSError
+
+
+def mlp(in_dim: int, hidden: int = 128, out_dim: int = 10, layers: int = 3) -> nn.Sequential:
+    """A ``layers``-layer ReLU MLP (``layers`` Linear modules)."""
+    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    mods: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        mods += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*mods[:-1])
+
+
+@dataclass
+class Task:
+    """One target problem.
+
+    Attributes:
+        name: registry name.
+        make_model: builds a freshly initialised target network (seed set by the caller).
+        splits: in-memory train / validation / test tensors.
+        epochs: default episode length in epochs (T = epochs × steps per epoch).
+        batch_size: minibatch size.
+        interval: default decision interval K.
+        lr_prior: (low, high) of the log-uniform prior over initial learning rates (D_alpha).
+        default_lr: learning rate of the untuned constant / cosine baselines.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        weight_decay: optimizer weight decay.
+        metric: validation/test metric (``"accuracy"``).
+    """
+
+    name: str
+    make_model: Callable[[], nn.Module]
+    splits: Splits
+    epochs: int
+    batch_size: int
+    interval: int
+    lr_prior: tuple[float, float]
+    default_lr: float
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    metric: str = "accuracy"
+    description: str = ""
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.splits.train_y) / self.batch_size)
+
+    def make_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=self.weight_decay)
+        raise GNSError(f"unknown optimizer {self.optimizer!r}; allowed: adam, adamw, sgd.")
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, y)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "val", chunk: int = 4096) -> float:
+        """Metric (accuracy in [0, 1]) of ``model`` on the ``val`` or ``test`` split."""
+        x, y = (self.splits.val_x, self.splits.val_y) if split == "val" else (self.splits.test_x, self.splits.test_y)
+        was_training = model.training
+        model.eval()
+        correct = 0
+        for i in range(0, len(y), chunk):
+            correct += int((model(x[i:i + chunk]).argmax(-1) == y[i:i + chunk]).sum())
+        model.train(was_training)
+        return correct / len(y)
+
+    def example_input(self) -> torch.Tensor:
+        return self.splits.train_x[: min(8, len(self.splits.train_x))]
+
+
+def _digits(data_dir: str | Path | None) -> Task:
+    return Task("digits-mlp", lambda: mlp(64), digits_splits(), epochs=20, batch_size=64, interval=10,
+                lr_prior=(1e-4, 1e-2), default_lr=1e-3,
+                description="scikit-learn digits (embedded), MLP 64-128-128-10, Adam")
+
+
+def _fashion(data_dir: str | Path | None) -> Task:
+    if data_dir is None:
+        raise GNSError("task fashion-mnist-mlp needs --data-dir pointing at the four Fashion-MNIST "
+                       "IDX .gz files (e.g. ../shared/data/fashion-mnist).")
+    return Task("fashion-mnist-mlp", lambda: mlp(784), fashion_mnist_splits(data_dir), epochs=10,
+                batch_size=128, interval=50, lr_prior=(1e-4, 1e-2), default_lr=1e-3,
+                description="Fashion-MNIST, 3-layer MLP hidden 128, Adam, batch 128 (appendix E.10)")
+
+
+TASKS: dict[str, Callable[[str | Path | None], Task]] = {"digits-mlp": _digits, "fashion-mnist-mlp": _fashion}
+
+
+def get_task(name: str, data_dir: str | Path | None = None) -> Task:
+    """Build a registered task, loading its data (``data_dir`` for file-based tasks)."""
+    if name not in TASKS:
+        raise GNSError(f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}.")
+    return TASKS[name](data_dir)

@@ -1,0 +1,183 @@
+"""Training an agent (Algorithm 1), applying it (end of §4.3) and running fixed schedules.
+
+``train_agent`` runs episodes of :class:`~gnsched.env.SchedulingEnv` with the current
+policy, turns the measured metrics into rewards with Eq. 3, and makes one PPO update
+(appendix D) every ``episodes_per_update`` episodes.
+
+``apply_agent`` follows §4.3: it starts ``candidates`` runs at initial learning rates
+spread evenly in log space over the task's prior (quantiles ``(i + ½)/n``: a sample that
+covers the prior, deterministic for a given task), follows the policy for
+``T_pre = pre_fraction · L`` decisions in each, keeps the run whose state has the highest
+value and follows the policy (its mean by default) to the end of that same run.
+
+Deviation, on purpose: with the difference rewards of Eq. 2, ``V(s_t)`` estimates the
+*remaining improvement* ``E[P_T - P_t]``, so a run that has learnt little so far gets a high
+value; taken alone it would prefer the worst start. We rank candidates by the expected
+final metric instead, ``scale · P_t + V(s_t)`` (one validation per candidate at ``T_pre``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .agent import GNSAgent
+from .config import TrainConfig
+from .env import SchedulingEnv, spread_rewards
+from .errors import GNSError
+from .ppo import Rollout, make_optimizer, ppo_update
+from .schedules import WarmupDecayLR
+from .target import RunRecord, TargetRun
+from .tasks import Task
+
+
+@dataclass
+class EpisodeLog:
+    episode: int
+    lr0: float
+    final_val: float
+    episode_return: float
+    decisions: int
+    validations: int
+    seconds: float
+    diverged: str | None = None
+    ppo: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def act(agent: GNSAgent, obs: torch.Tensor, env: SchedulingEnv, deterministic: bool,
+        generator: torch.Generator | None = None) -> tuple[float, float, float]:
+    """One decision: (action, log-probability, value) for state ``obs [N, F]``."""
+    mu, value = agent(obs, env.structure)
+    if deterministic:
+        a = mu
+    else:
+        a = mu + agent.cfg.sigma * torch.randn(mu.shape, generator=generator)
+    return float(a), float(agent.distribution(mu).log_prob(a)), float(value)
+
+
+def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: torch.Generator,
+                    lr: float | None = None) -> tuple[Rollout, dict]:
+    """Run one episode with the stochastic policy; rewards by Eq. 3 (scaled)."""
+    rollout = Rollout(env.structure)
+    obs, info = env.reset(seed=seed, options={"lr": lr} if lr else None)
+    done = False
+    while not done:
+        x = torch.as_tensor(obs)
+        a, lp, v = act(agent, x, env, deterministic=False, generator=generator)
+        obs, _, done, _, info = env.step([a])
+        rollout.obs.append(x)
+        rollout.actions.append(a)
+        rollout.logprobs.append(lp)
+        rollout.values.append(v)
+    scale = env.cfg.reward_scale
+    rollout.rewards = [r * scale for r in spread_rewards(info["metrics"])]
+    rollout.dones = [0.0] * (len(rollout.rewards) - 1) + [1.0]
+    return rollout, info
+
+
+def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
+                on_episode: Callable[[EpisodeLog], None] | None = None) -> tuple[GNSAgent, list[EpisodeLog]]:
+    """Algorithm 1: train (or continue training) a GNS agent on ``task``."""
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    agent = agent or GNSAgent(cfg.agent)
+    agent.eval()
+    optimizer = make_optimizer(agent, cfg.ppo)
+    env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    logs: list[EpisodeLog] = []
+    pending: list[Rollout] = []
+    for ep in range(cfg.episodes):
+        t0 = time.perf_counter()
+        rollout, info = collect_episode(env, agent, seed=cfg.seed * 100_003 + ep, generator=gen)
+        pending.append(rollout)
+        stats: dict = {}
+        if len(pending) == cfg.ppo.episodes_per_update or ep == cfg.episodes - 1:
+            agent.encoder.refresh_norm_stats(torch.stack([o for r in pending for o in r.obs]), env.structure)
+            stats = ppo_update(agent, optimizer, pending, cfg.ppo, gen)
+            pending = []
+        measured = [m for m in info["metrics"] if m is not None]
+        log = EpisodeLog(ep, env.record.extra["lr0"], measured[-1], sum(rollout.rewards), len(rollout),
+                         len(measured), time.perf_counter() - t0, info.get("diverged"), stats)
+        logs.append(log)
+        if on_episode:
+            on_episode(log)
+    return agent, logs
+
+
+def candidate_lrs(task: Task, n: int) -> list[float]:
+    """``n`` initial learning rates at the quantiles (i + ½)/n of the log-uniform prior."""
+    lo, hi = (math.log(v) for v in task.lr_prior)
+    return [math.exp(lo + (hi - lo) * (i + 0.5) / n) for i in range(n)]
+
+
+def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
+                lr: float | None = None) -> RunRecord:
+    """Train the target network of ``task`` with the agent as its scheduler (§4.3).
+
+    With ``lr`` given, that single initial learning rate is used instead of the selection.
+    """
+    cfg.validate()
+    agent.eval()
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    lrs = [lr] if lr else candidate_lrs(task, cfg.candidates)
+    probe = SchedulingEnv(task, cfg.env, cfg.epochs, seed=seed)
+    t_pre = max(1, min(probe.num_windows - 2, round(cfg.pre_fraction * probe.num_windows)))
+    best = None
+    scores: list[float] = []
+    for lr0 in lrs:
+        env = probe if best is None else SchedulingEnv(task, cfg.env, cfg.epochs, seed=seed)
+        obs, _ = env.reset(seed=seed, options={"lr": lr0})
+        done = False
+        for _ in range(t_pre if len(lrs) > 1 else 0):
+            a, _, _ = act(agent, torch.as_tensor(obs), env, cfg.deterministic, gen)
+            obs, _, done, _, _ = env.step([a])
+        score = -math.inf
+        if not done and len(lrs) > 1:
+            value = act(agent, torch.as_tensor(obs), env, True)[2]
+            score = env.cfg.reward_scale * task.evaluate(env.run.model, "val") + value
+        scores.append(score)
+        if best is None or score > best[0]:
+            best = (score, env, obs, done)
+    _, env, obs, done = best
+    while not done:
+        a, _, _ = act(agent, torch.as_tensor(obs), env, cfg.deterministic, gen)
+        obs, _, done, _, info = env.step([a])
+    rec = env.record
+    rec.test_metric = task.evaluate(env.run.model, "test")
+    rec.seconds = time.perf_counter() - t0
+    rec.extra.update({"candidates": lrs, "candidate_scores": scores, "t_pre": t_pre if len(lrs) > 1 else 0})
+    return rec
+
+
+def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | None = None,
+                 log_interval: int | None = None) -> RunRecord:
+    """Train ``task``'s model with a fixed schedule (``constant`` or ``cosine`` decay to 0)."""
+    if schedule not in ("constant", "cosine"):
+        raise GNSError(f"unknown schedule {schedule!r}; allowed: constant, cosine, gns.")
+    if not (math.isfinite(lr) and lr > 0):
+        raise GNSError(f"learning rate must be a positive finite number, got {lr!r}.")
+    t0 = time.perf_counter()
+    epochs = epochs or task.epochs
+    run = TargetRun(task, lr, seed, epochs)
+    sched = WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule)
+    k = log_interval or task.interval
+    rec = RunRecord(name=schedule, extra={"lr0": lr, "seed": seed})
+    while run.step_count < run.total_steps:
+        window_lr = run.lr
+        loss, diverged = run.train(min(k, run.total_steps - run.step_count), sched)
+        rec.steps.append(run.step_count)
+        rec.lrs.append(window_lr)
+        rec.train_losses.append(loss)
+        if diverged:
+            rec.diverged = True
+            break
+    rec.val.append((run.step_count, task.evaluate(run.model, "val")))
+    rec.test_metric = task.evaluate(run.model, "test")
+    rec.seconds = time.perf_counter() - t0
+    return rec
