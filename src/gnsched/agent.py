@@ -111,8 +111,10 @@ class GNSAgent(nn.Module):
         if meta.get("features") != list(FEATURE_NAMES) or meta.get("op_types") != list(OP_TYPES):
             raise GNSError(f"agent {meta_file} was trained with other features or operator types "
                            "and is incompatible with this gnsched.")
+        if not isinstance(meta.get("agent"), dict):
+            raise GNSError(f"agent config {meta_file} has no 'agent' section (a JSON object).")
         try:
-            agent = cls(from_dict(AgentConfig, meta.get("agent", {})), in_dim=int(meta["in_dim"]))
+            agent = cls(from_dict(AgentConfig, meta["agent"]), in_dim=int(meta["in_dim"]))
         except (KeyError, TypeError, ValueError) as e:
             raise GNSError(f"agent config {meta_file} is incomplete or invalid ({e}).") from None
         try:

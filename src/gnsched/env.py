@@ -17,6 +17,7 @@ optimizer steps, cut into ``L = T // K`` windows (the last absorbs ``T mod K``):
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Sequence
 
@@ -34,6 +35,7 @@ from .target import RunRecord, TargetRun
 from .tasks import Task
 
 ACTION_LOW, ACTION_HIGH = -0.5, 0.5
+log = logging.getLogger("gnsched")
 
 
 def spread_rewards(metrics: Sequence[float | None]) -> list[float]:
@@ -137,12 +139,19 @@ class SchedulingEnv(gym.Env):
         self.t = 0
         self.metrics: list[float | None] = []
         self.record = RunRecord(name="gns", extra={"lr0": lr0, "seed": ep_seed})
-        loss, diverged = self.run.train(self._window(0))
+        loss, self._diverged_in_reset = self.run.train(self._window(0))
         self._log_window(loss)
         self._last_metric = self.task.evaluate(self.run.model, "val")
         self.metrics.append(self._last_metric)
         self.record.val.append((self.run.step_count, self._last_metric))
-        return self._observe(loss).numpy(), self._info(validated=True, metric=self._last_metric, diverged=None)
+        reason = self._divergence_reason() if self._diverged_in_reset else None
+        if reason:
+            log.warning(reason + " (the next step ends the episode)")
+        return self._observe(loss).numpy(), self._info(validated=True, metric=self._last_metric, diverged=reason)
+
+    def _divergence_reason(self) -> str:
+        return (f"training loss became non-finite at step {self.run.step_count + 1} with lr={self.run.lr:.3g}; "
+                f"episode ended with penalty {self.cfg.divergence_penalty}")
 
     def _log_window(self, loss: float) -> None:
         self.record.steps.append(self.run.step_count)
@@ -155,16 +164,19 @@ class SchedulingEnv(gym.Env):
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], ACTION_LOW, ACTION_HIGH))
         apply_action(self.run.optimizer, a, self.cfg.lr_min, self.cfg.lr_max)
         self.t += 1
-        loss, diverged = self.run.train(self._window(self.t))
+        if self._diverged_in_reset:  # the first window already diverged: end now, train no further
+            loss, diverged = float("nan"), True
+        else:
+            loss, diverged = self.run.train(self._window(self.t))
         self._log_window(loss)
         scale = self.cfg.reward_scale
         if diverged:
             metric = self._last_metric + self.cfg.divergence_penalty
             self.metrics.append(metric)
             self.record.diverged = True
-            reason = (f"training loss became non-finite at step {self.run.step_count + 1} "
-                      f"with lr={self.run.lr:.3g}; episode ended with penalty {self.cfg.divergence_penalty}")
+            reason = self._divergence_reason()
             reward = (metric - self._last_metric) * scale
+            log.warning(reason)
             return (self._observe(loss).numpy(), reward, True, False,
                     self._info(validated=False, metric=metric, diverged=reason))
         last = self.t == self.num_windows - 1

@@ -3,7 +3,7 @@
 For each node ``v`` with parameters ``w_v`` the raw feature vector is::
 
     x_v = [ slog(mean W), lg(var W), slog(mean b), lg(var b), has_bias,
-            lg(mean |g|), lg(var |g|), lg(lr)/…, lg(mean train loss), t/T ]
+            lg(mean |g|), lg(var |g|), log10(lr)/6, log10(mean train loss), t/T ]
 
 where ``W`` are the node's weight tensors (every parameter not named ``bias``), ``b`` its
 biases, ``g`` the gradients of all its parameters, ``lr`` the learning rate used in the
@@ -57,7 +57,7 @@ class NodeFeatures:
     """
 
     def __init__(self, model: nn.Module, graph: ModelGraph):
-        params = dict(model.named_parameters())
+        params = dict(model.named_parameters(remove_duplicate=False))  # tied weights too
         # Segment order: node 0 weights, node 0 biases, node 1 weights, ... (kind 0 = weight).
         self.tensors: list[torch.Tensor] = []
         seg_len: list[int] = []
@@ -78,12 +78,13 @@ class NodeFeatures:
 
     @torch.no_grad()
     def _segment_stats(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Two passes (mean, then squared deviations): E[x²] - E[x]² cancels catastrophically
+        # in float32 for norm weights near 1.
         lengths = self.lengths.to(flat.device)
-        s1 = torch.segment_reduce(flat, "sum", lengths=lengths)
-        s2 = torch.segment_reduce(flat * flat, "sum", lengths=lengths)
         n = lengths.to(flat.dtype)
-        mean = s1 / n
-        var = (s2 / n - mean * mean).clamp_min(0)
+        mean = torch.segment_reduce(flat, "sum", lengths=lengths) / n
+        dev = flat - mean.repeat_interleave(lengths)
+        var = torch.segment_reduce(dev * dev, "sum", lengths=lengths) / n
         return mean.cpu(), var.cpu()
 
     @torch.no_grad()

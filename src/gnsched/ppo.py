@@ -112,14 +112,12 @@ def ppo_update(agent: GNSAgent, optimizer: torch.optim.Optimizer, rollouts: list
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
     n = obs.shape[0]
-    mb = max(1, n // cfg.minibatches)
     agent.train()
     last: list[dict[str, float]] = []
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator)
         last = []
-        for start in range(0, n, mb):
-            idx = perm[start:start + mb]
+        for idx in perm.tensor_split(min(cfg.minibatches, n)):
             loss, stats = ppo_loss(agent, obs[idx], s, actions[idx], old_lp[idx], adv[idx], ret[idx], cfg)
             optimizer.zero_grad()
             loss.backward()

@@ -97,11 +97,16 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
         pending.append(rollout)
         stats: dict = {}
         if len(pending) == cfg.ppo.episodes_per_update or ep == cfg.episodes - 1:
-            agent.encoder.refresh_norm_stats(torch.stack([o for r in pending for o in r.obs]), env.structure)
+            # PPO must start from the behaviour policy, so the norms are refreshed *after*
+            # the update; the next episode acts with the refreshed statistics.
             stats = ppo_update(agent, optimizer, pending, cfg.ppo, gen)
+            states = [o for r in pending for o in r.obs]
+            if len(states) >= 2:  # batch norm needs two rows per channel
+                agent.encoder.refresh_norm_stats(torch.stack(states), env.structure)
             pending = []
         measured = [m for m in info["metrics"] if m is not None]
-        log = EpisodeLog(ep, env.record.extra["lr0"], measured[-1], sum(rollout.rewards), len(rollout),
+        final_val = env.record.val[-1][1]  # last real measurement (a divergence penalty is not one)
+        log = EpisodeLog(ep, env.record.extra["lr0"], final_val, sum(rollout.rewards), len(rollout),
                          len(measured), time.perf_counter() - t0, info.get("diverged"), stats)
         logs.append(log)
         if on_episode:
@@ -127,7 +132,8 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
     gen = torch.Generator().manual_seed(seed)
     lrs = [lr] if lr else candidate_lrs(task, cfg.candidates)
     probe = SchedulingEnv(task, cfg.env, cfg.epochs, seed=seed)
-    t_pre = max(1, min(probe.num_windows - 2, round(cfg.pre_fraction * probe.num_windows)))
+    # T_pre decisions, leaving at least one decision after it (0: score the first state).
+    t_pre = min(probe.num_windows - 2, max(1, round(cfg.pre_fraction * probe.num_windows)))
     best = None
     scores: list[float] = []
     for lr0 in lrs:
@@ -137,6 +143,8 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
         for _ in range(t_pre if len(lrs) > 1 else 0):
             a, _, _ = act(agent, torch.as_tensor(obs), env, cfg.deterministic, gen)
             obs, _, done, _, _ = env.step([a])
+            if done:
+                break
         score = -math.inf
         if not done and len(lrs) > 1:
             value = act(agent, torch.as_tensor(obs), env, True)[2]

@@ -1,0 +1,150 @@
+"""The command line: the demo end to end at a tiny size, train/run/graph, and bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gnsched.agent import GNSAgent
+from gnsched.cli import app
+from gnsched.config import AgentConfig
+
+from conftest import fake_fashion, idx_bytes
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+def _no_output(parent, name):
+    """Neither the output folder nor a temporary sibling of it exists."""
+    return not (parent / name).exists() and not any(p.name.startswith(f".{name}.") for p in parent.iterdir())
+
+
+# ----------------------------------------------------------------------------- demo
+@pytest.fixture(scope="module")
+def demo_out(runner, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    res = runner.invoke(app, ["demo", "--out", str(out), "--episodes", "2", "--epochs", "3", "--seeds", "1", "--quiet"])
+    return res, out
+
+
+def test_demo_end_to_end(demo_out):
+    res, out = demo_out
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["agent.json", "agent.safetensors", "plot.png", "results.json"]
+    assert [p.name for p in out.parent.iterdir()] == ["demo"]  # no temporary folder is left behind
+    assert "results, plot and agent written to" in res.stdout
+
+
+def test_demo_results(demo_out):
+    _, out = demo_out
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "digits-mlp"
+    assert list(results["summary"]) == ["constant", "cosine", "gns"]
+    for s in results["summary"].values():
+        assert s["runs"] == 1 and 0.0 <= s["test_mean"] <= 1.0 and s["test_std"] == 0.0
+    assert results["split_sizes"] == {"train": 1149, "val": 288, "test": 360}
+    assert len(results["training"]) == 2
+    assert results["config"]["epochs"] == 3 and results["config"]["episodes"] == 2
+    assert [r["name"] for r in results["runs"]] == ["constant", "cosine", "gns"]
+    assert results["baseline_lr"] == 1e-3
+    assert all(r["steps"][-1] == 54 for r in results["runs"])
+
+
+def test_demo_plot_and_agent(demo_out):
+    _, out = demo_out
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    agent = GNSAgent.load(out / "agent.safetensors")
+    assert agent.cfg == AgentConfig()
+    assert json.loads((out / "agent.json").read_text())["format"] == "gnsched-agent"
+
+
+# ----------------------------------------------------------------------------- train / run --agent / graph
+def test_train_then_run_with_agent(runner, tmp_path):
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "ag"), "--episodes", "1", "--epochs", "3",
+                              "--ppo-epochs", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "ag").iterdir()) == ["agent.json", "agent.safetensors", "training.json"]
+    log = json.loads((tmp_path / "ag" / "training.json").read_text())
+    assert log["task"] == "digits-mlp" and len(log["episodes"]) == 1
+    res = runner.invoke(app, ["run", "--agent", str(tmp_path / "ag" / "agent.safetensors"), "--schedule", "gns",
+                              "--epochs", "3", "--seeds", "2", "--candidates", "1", "--out", str(tmp_path / "r"),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["summary"]["gns"]["runs"] == 2 and "training" not in results
+    assert not (tmp_path / "r" / "agent.safetensors").exists()  # a given agent is not copied
+
+
+def test_graph_command(runner):
+    res = runner.invoke(app, ["graph"])
+    assert res.exit_code == 0
+    assert res.stdout.splitlines()[0] == "3 nodes, 2 edges, 3 blocks (0 repeated; partition: layerwise)"
+
+
+# ----------------------------------------------------------------------------- bad input
+def _bad(runner, tmp_path, args, *needles):
+    res = runner.invoke(app, args + ["--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for n in needles:
+        assert n in lines[0]
+    assert "Traceback" not in res.output
+    assert _no_output(tmp_path, "out")
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--task", "nope"], ["unknown task 'nope'"]),
+    (["-K", "0"], ["interval K", "got 0"]),
+    (["-p", "0"], ["val_prob p", "got 0.0"]),
+    (["-p", "1.5"], ["val_prob p", "got 1.5"]),
+    (["--lr", "-1"], ["learning rate", "got -1.0"]),
+    (["--schedule", "step"], ["unknown schedule 'step'"]),
+    (["--seeds", "0"], ["seeds"]),
+    (["--lr-min", "1", "--lr-max", "0.5"], ["lr_min"]),
+    (["--encoder", "mlp"], ["encoder"]),
+])
+def test_run_bad_options(runner, tmp_path, args, needles):
+    _bad(runner, tmp_path, ["run"] + args, *needles)
+
+
+def test_run_missing_agent_file(runner, tmp_path):
+    _bad(runner, tmp_path, ["run", "--agent", str(tmp_path / "none.safetensors")], "does not exist")
+
+
+def test_fashion_without_files(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _bad(runner, tmp_path, ["run", "--task", "fashion-mnist-mlp", "--data-dir", str(tmp_path / "empty"),
+                            "--schedule", "constant"], "missing IDX file")
+    _bad(runner, tmp_path, ["run", "--task", "fashion-mnist-mlp", "--schedule", "constant"], "--data-dir")
+
+
+def test_fashion_truncated_file(runner, tmp_path):
+    data = tmp_path / "data"
+    fake_fashion(data)
+    raw = (data / "train-labels-idx1-ubyte.gz").read_bytes()
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(raw[:-10])
+    _bad(runner, tmp_path, ["run", "--task", "fashion-mnist-mlp", "--data-dir", str(data), "--schedule", "constant"],
+         "train-labels-idx1-ubyte.gz")
+
+
+def test_fashion_corrupt_gzip_exits_2(runner, tmp_path):
+    data = tmp_path / "data"
+    fake_fashion(data)
+    raw = bytearray(gzip.compress(idx_bytes(np.zeros((30, 28, 28), dtype=np.uint8))))
+    for i in range(12, len(raw) - 8):
+        raw[i] ^= 0xFF
+    (data / "train-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    _bad(runner, tmp_path, ["run", "--task", "fashion-mnist-mlp", "--data-dir", str(data), "--schedule", "constant"],
+         "train-images-idx3-ubyte.gz")
+
+
+def test_train_bad_task(runner, tmp_path):
+    _bad(runner, tmp_path, ["train", "--task", "nope"], "unknown task")

@@ -1,0 +1,119 @@
+"""Eq. 7 warmup + decay schedules and fixed-schedule runs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gnsched.errors import GNSError
+from gnsched.schedules import WarmupDecayLR, warmup_decay_factor
+from gnsched.train import run_schedule
+
+T, ETA1, ETA2, MU, BASE = 100, 0.1, 0.9, 0.1, 0.2
+T_WARM, T_DECAY = ETA1 * T, ETA2 * T  # 10, 90
+
+
+def eq7(t: float, shape: str, power: float = 1.0) -> float:
+    """The paper's Eq. 7, written out independently of the implementation."""
+    a_max, a_min = BASE, MU * BASE
+    if t < T_WARM:
+        return t / T_WARM * a_max
+    if shape == "constant":
+        return a_max
+    if t >= T_DECAY:
+        return a_min
+    u = (t - T_WARM) / (T_DECAY - T_WARM)
+    if shape == "polynomial":
+        return (a_max - a_min) * (1 - u) ** power + a_min
+    return 0.5 * (a_max - a_min) * (1 + math.cos(math.pi * u)) + a_min
+
+
+def _lrs(shape: str, power: float = 1.0, groups=(BASE,)) -> list[list[float]]:
+    """Learning rates in force at steps t = 0..T of a scheduled optimizer."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in groups]
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, groups)])
+    sched = WarmupDecayLR(opt, T, shape=shape, eta1=ETA1, eta2=ETA2, mu=MU, power=power)
+    out = []
+    for _ in range(T + 1):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("shape, power", [("cosine", 1.0), ("polynomial", 1.0), ("polynomial", 2.0)])
+def test_warmup_decay_closed_form(shape, power):
+    lrs = [row[0] for row in _lrs(shape, power)]
+    assert lrs[0] == 0.0
+    assert lrs[5] == pytest.approx(0.1)                 # half-way through warmup: alpha_max / 2
+    assert lrs[10] == pytest.approx(BASE)                # warmup end: alpha_max
+    assert lrs[90] == pytest.approx(MU * BASE)           # decay end: alpha_min
+    assert lrs[100] == pytest.approx(MU * BASE)
+    mid = {"cosine": 0.11, "polynomial": 0.11 if power == 1.0 else 0.065}[shape]
+    assert lrs[50] == pytest.approx(mid)                 # u = 1/2, hand-computed
+    assert lrs[50] == pytest.approx(eq7(50, shape, power))
+    for t in range(T + 1):
+        assert lrs[t] == pytest.approx(eq7(t, shape, power), abs=1e-12), t
+
+
+def test_cosine_quarter_point():
+    # u = 1/4 at t = 30: 0.5 * 0.18 * (1 + cos(pi/4)) + 0.02
+    assert _lrs("cosine")[30][0] == pytest.approx(0.5 * 0.18 * (1 + math.sqrt(0.5)) + 0.02)
+
+
+def test_constant_with_warmup():
+    lrs = [row[0] for row in _lrs("constant")]
+    assert lrs[:11] == pytest.approx([t / 10 * BASE for t in range(11)])
+    assert lrs[10:] == pytest.approx([BASE] * 91)
+
+
+def test_param_group_ratios_kept():
+    rows = _lrs("cosine", groups=(0.2, 0.05))
+    for t in (5, 10, 50, 95):
+        assert rows[t][1] == pytest.approx(rows[t][0] / 4)
+
+
+def test_factor_defaults_are_plain_decay_to_zero():
+    assert warmup_decay_factor(0, 10, "cosine") == 1.0
+    assert warmup_decay_factor(5, 10, "cosine") == pytest.approx(0.5)
+    assert warmup_decay_factor(10, 10, "cosine") == 0.0
+    assert warmup_decay_factor(3, 10, "polynomial", power=2.0) == pytest.approx(0.49)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(shape="step"), "unknown schedule shape"), (dict(total_steps=0), "total_steps"),
+    (dict(eta1=0.5, eta2=0.5), "eta1 < eta2"), (dict(eta2=1.5), "eta1 < eta2"), (dict(mu=2.0), "mu"),
+])
+def test_bad_schedule_arguments(kwargs, match):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    args = dict(total_steps=10, shape="cosine") | kwargs
+    with pytest.raises(GNSError, match=match):
+        WarmupDecayLR(opt, **args)
+
+
+# ----------------------------------------------------------------------------- fixed-schedule runs
+def test_run_schedule_cosine_window_lrs(digits_task):
+    rec = run_schedule(digits_task, "cosine", 1e-3, seed=0, epochs=3)  # T = 54, K = 10
+    assert rec.name == "cosine"
+    assert rec.steps == [10, 20, 30, 40, 50, 54]
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 54)) for s in (0, 10, 20, 30, 40, 50)]
+    assert rec.lrs == pytest.approx(expected)
+    assert len(rec.train_losses) == 6 and all(math.isfinite(v) for v in rec.train_losses)
+    assert rec.val[-1][0] == 54
+    assert 0.0 <= rec.test_metric <= 1.0 and not rec.diverged
+
+
+def test_run_schedule_constant_and_same_seed_same_result(digits_task):
+    a = run_schedule(digits_task, "constant", 2e-3, seed=3, epochs=3)
+    b = run_schedule(digits_task, "constant", 2e-3, seed=3, epochs=3)
+    assert a.lrs == [2e-3] * 6
+    assert a.train_losses == b.train_losses and a.test_metric == b.test_metric
+
+
+@pytest.mark.parametrize("schedule, lr, match", [("step", 1e-3, "unknown schedule"),
+                                                  ("cosine", -1.0, "positive finite"),
+                                                  ("cosine", float("nan"), "positive finite")])
+def test_run_schedule_bad_input(digits_task, schedule, lr, match):
+    with pytest.raises(GNSError, match=match):
+        run_schedule(digits_task, schedule, lr, seed=0, epochs=1)
