@@ -2,6 +2,8 @@
 IDX file writers and the location of the real data."""
 from __future__ import annotations
 
+import os
+
 import gzip
 import struct
 from pathlib import Path
@@ -11,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-#: Real benchmark data, beside the repository: ``<repo>/../shared/data``.
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Real benchmark data: ``$GNSCHED_DATA`` if set, else ``<repo>/../shared/data``.
+DATA_DIR = Path(os.environ.get("GNSCHED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FASHION_DIR = DATA_DIR / "fashion-mnist"
 
 
@@ -141,5 +143,22 @@ def fashion_dir() -> Path:
             "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
         pytest.skip(f"real Fashion-MNIST IDX files not found in {FASHION_DIR} "
-                    "(expected ../shared/data/fashion-mnist beside the repository)")
+                    "(expected ../shared/data/fashion-mnist beside the repository, or set GNSCHED_DATA)")
     return FASHION_DIR
+
+
+def exploding(task):
+    """``task`` with SGD whose loss turns NaN once logits exceed 50 in magnitude (never with sane learning rates): with the
+    learning rates allowed by the config (<= 1e3) the weights blow up but stay finite, so
+    this stands in for an overflow."""
+    import dataclasses
+
+    out = dataclasses.replace(task, optimizer="sgd")
+    base = task.loss
+
+    def loss(logits, y):
+        value = base(logits, y)
+        return value * float("nan") if logits.detach().abs().max() > 50 else value
+
+    out.loss = loss
+    return out

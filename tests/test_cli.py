@@ -36,9 +36,9 @@ def demo_out(runner, tmp_path_factory):
 def test_demo_end_to_end(demo_out):
     res, out = demo_out
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert sorted(p.name for p in out.iterdir()) == ["agent.json", "agent.safetensors", "plot.png", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".gnsched-output", "agent.json", "agent.safetensors", "plot.png", "results.json"]
     assert [p.name for p in out.parent.iterdir()] == ["demo"]  # no temporary folder is left behind
-    assert "results, plot and agent written to" in res.stdout
+    assert "results, agent and plot written to" in res.stdout
 
 
 def test_demo_results(demo_out):
@@ -69,7 +69,7 @@ def test_train_then_run_with_agent(runner, tmp_path):
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "ag"), "--episodes", "1", "--epochs", "3",
                               "--ppo-epochs", "1", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "ag").iterdir()) == ["agent.json", "agent.safetensors", "training.json"]
+    assert sorted(p.name for p in (tmp_path / "ag").iterdir()) == [".gnsched-output", "agent.json", "agent.safetensors", "training.json"]
     log = json.loads((tmp_path / "ag" / "training.json").read_text())
     assert log["task"] == "digits-mlp" and len(log["episodes"]) == 1
     res = runner.invoke(app, ["run", "--agent", str(tmp_path / "ag" / "agent.safetensors"), "--schedule", "gns",
@@ -105,7 +105,7 @@ def _bad(runner, tmp_path, args, *needles):
     (["-K", "0"], ["interval K", "got 0"]),
     (["-p", "0"], ["val_prob p", "got 0.0"]),
     (["-p", "1.5"], ["val_prob p", "got 1.5"]),
-    (["--lr", "-1"], ["learning rate", "got -1.0"]),
+    (["--lr", "-1"], ["--lr must lie in", "got -1.0"]),
     (["--schedule", "step"], ["unknown schedule 'step'"]),
     (["--seeds", "0"], ["seeds"]),
     (["--lr-min", "1", "--lr-max", "0.5"], ["lr_min"]),
@@ -148,3 +148,64 @@ def test_fashion_corrupt_gzip_exits_2(runner, tmp_path):
 
 def test_train_bad_task(runner, tmp_path):
     _bad(runner, tmp_path, ["train", "--task", "nope"], "unknown task")
+
+
+# ----------------------------------------------------------------------------- output folders are safe
+@pytest.mark.parametrize("args, needles", [
+    (["--seed", "-1"], ["seed", "got -1"]),
+    (["--sigma", "1e308"], ["sigma", "[1e-4, 1]"]),
+    (["--lr-max", "1e308"], ["lr_max", "got 1e+308"]),
+    (["--ppo-epochs", "0"], ["PPO epochs"]),
+    (["--candidates", "1000"], ["candidates", "1..64"]),
+])
+def test_run_more_bad_options(runner, tmp_path, args, needles):
+    _bad(runner, tmp_path, ["run"] + args, *needles)
+
+
+def _run_small(out, *extra):
+    return ["run", "--schedule", "constant", "--epochs", "1", "--seeds", "1", "--quiet", "--out", str(out), *extra]
+
+
+def test_out_refuses_foreign_folder_and_files(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    res = runner.invoke(app, _run_small(mine))
+    assert res.exit_code == 2 and "not written by gnsched" in res.stderr
+    assert (mine / "thesis.tex").read_text() == "precious"
+    for target, needle in ((tmp_path, "current, home or a parent"), (tmp_path.parent, "current, home or a parent")):
+        res = runner.invoke(app, _run_small(target))
+        assert res.exit_code == 2 and needle in res.stderr, res.output
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = runner.invoke(app, _run_small(afile))
+    assert res.exit_code == 2 and "is a file" in res.stderr
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine"]
+
+
+def test_out_replaces_its_own_folder(runner, tmp_path):
+    out = tmp_path / "out"
+    for _ in range(2):
+        res = runner.invoke(app, _run_small(out))
+        assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / ".gnsched-output").exists() and (out / "results.json").exists()
+
+
+def test_out_must_not_hold_the_applied_agent(runner, tmp_path):
+    ag = tmp_path / "ag"
+    res = runner.invoke(app, ["train", "--episodes", "1", "--epochs", "2", "--quiet", "--out", str(ag)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", "--schedule", "gns", "--agent", str(ag / "agent.safetensors"),
+                              "--epochs", "2", "--seeds", "1", "--quiet", "--out", str(ag)])
+    assert res.exit_code == 2 and "holds the input" in res.stderr
+    assert (ag / "agent.safetensors").exists() and (ag / "training.json").exists()
+    # a training output folder is accepted as --agent, and results record the agent applied
+    res = runner.invoke(app, ["run", "--schedule", "gns", "--agent", str(ag), "--encoder", "gat",
+                              "--epochs", "2", "--seeds", "1", "--quiet", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["config"]["agent"]["encoder"] == "gcn"
+    assert results["agent_file"] == str((ag / "agent.safetensors").resolve())
+    assert "results and plot written" in res.stdout

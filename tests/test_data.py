@@ -174,3 +174,20 @@ def test_digits_splits(digits_task):
 def test_unknown_task():
     with pytest.raises(GNSError, match="unknown task 'cifar'; allowed: digits-mlp, fashion-mnist-mlp"):
         get_task("cifar")
+
+
+def test_fashion_rejects_wrong_dimensions_and_shapes(tmp_path):
+    import gzip as _gz
+
+    data = tmp_path / "d"
+    fake_fashion(data)
+    # labels file whose magic declares 3 dimensions
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(_gz.compress(idx_bytes(np.zeros((30, 1, 1), np.uint8))))
+    with pytest.raises(GNSError, match="declares 3 dimensions in its magic number, expected 1"):
+        load_fashion_mnist(data)
+    fake_fashion(data)
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(_gz.compress(idx_bytes(np.zeros((10, 14, 56), np.uint8))))
+    with pytest.raises(GNSError, match=r"\[n, 28, 28\]"):
+        load_fashion_mnist(data)
+    with pytest.raises(GNSError, match="is not a folder"):
+        load_fashion_mnist(data / "t10k-images-idx3-ubyte.gz")

@@ -147,7 +147,7 @@ def test_edited_version(saved_agent):
     (lambda m: m.update(features=["x"]), "incompatible"),
     (lambda m: m.update(format="other"), "not a gnsched agent"),
     (lambda m: m["agent"].update(hidden=32), "do not match"),
-    (lambda m: m["agent"].update(hidden=-1), "incomplete or invalid"),
+    (lambda m: m["agent"].update(hidden=-1), "hidden must be a positive integer"),
     (lambda m: m.pop("in_dim"), "incomplete or invalid"),
 ])
 def test_edited_config(saved_agent, edit, match):

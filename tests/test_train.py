@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import exploding
 from gnsched.agent import GNSAgent
 from gnsched.config import AgentConfig, EnvConfig, PPOConfig, TrainConfig
 from gnsched.env import SchedulingEnv
@@ -119,8 +120,8 @@ def test_one_decision_per_episode_trains(digits_task):
 
 
 def test_divergence_at_first_decision_does_not_crash_training(digits_task):
-    task = dataclasses.replace(digits_task, optimizer="sgd", lr_prior=(1e5, 1e6))
-    cfg = TrainConfig(episodes=1, epochs=3, env=EnvConfig(lr_max=1e7), ppo=PPOConfig(epochs=1),
+    task = exploding(dataclasses.replace(digits_task, lr_prior=(1e2, 1e3)))
+    cfg = TrainConfig(episodes=1, epochs=3, env=EnvConfig(lr_max=1e3), ppo=PPOConfig(epochs=1),
                       agent=AgentConfig(hidden=16, head_hidden=8, type_dim=4))
     _, logs = train_agent(task, cfg)
     assert logs[0].diverged and logs[0].decisions == 1
@@ -167,8 +168,8 @@ def test_apply_agent_does_not_step_finished_episodes(digits_task, monkeypatch, s
 
     monkeypatch.setattr(env_mod.SchedulingEnv, "reset", reset)
     monkeypatch.setattr(env_mod.SchedulingEnv, "step", step)
-    task = dataclasses.replace(digits_task, optimizer="sgd", lr_prior=(1e5, 1e6))  # every candidate diverges
-    cfg = TrainConfig(epochs=3, candidates=2, pre_fraction=0.5, env=EnvConfig(lr_max=1e7))
+    task = exploding(dataclasses.replace(digits_task, lr_prior=(1e2, 1e3)))  # every candidate diverges
+    cfg = TrainConfig(epochs=3, candidates=2, pre_fraction=0.5, env=EnvConfig(lr_max=1e3))
     rec = apply_agent(GNSAgent(small_agent_cfg), task, cfg, seed=0)
     assert rec.diverged
     assert after_done and not any(after_done)

@@ -17,6 +17,7 @@ format version). Loading checks all of it and raises :class:`GNSError` on any mi
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +32,15 @@ from .features import FEATURE_NAMES, NUM_FEATURES
 from .graph import OP_TYPES
 
 FORMAT_VERSION = 1
+
+
+def agent_file(path: str | Path) -> Path:
+    """The ``.safetensors`` file meant by ``path``: the file itself, its ``.json`` twin, a
+    stem without suffix, or an output folder of ``gnsched train``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "agent.safetensors"
+    return path.with_suffix(".safetensors") if path.suffix != ".safetensors" else path
 
 
 def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
@@ -80,6 +90,7 @@ class GNSAgent(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path))
+        os.chmod(path, 0o644)  # safetensors creates the file private; an agent is meant to be shared
         meta = {"format": "gnsched-agent", "version": FORMAT_VERSION, "agent": asdict(self.cfg),
                 "in_dim": self.in_dim, "features": list(FEATURE_NAMES), "op_types": list(OP_TYPES)}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
@@ -91,10 +102,8 @@ class GNSAgent(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = Path(path)
-        if path.suffix not in (".safetensors", ".json"):
-            path = path.with_suffix(".safetensors")
-        tensor_file, meta_file = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        tensor_file = agent_file(path)
+        meta_file = tensor_file.with_suffix(".json")
         for f in (tensor_file, meta_file):
             if not f.is_file():
                 raise GNSError(f"agent file {f} does not exist; an agent is a .safetensors file "
@@ -114,7 +123,9 @@ class GNSAgent(nn.Module):
         if not isinstance(meta.get("agent"), dict):
             raise GNSError(f"agent config {meta_file} has no 'agent' section (a JSON object).")
         try:
-            agent = cls(from_dict(AgentConfig, meta["agent"]), in_dim=int(meta["in_dim"]))
+            agent = cls(from_dict(AgentConfig, meta["agent"], strict=True), in_dim=int(meta["in_dim"]))
+        except GNSError as e:
+            raise GNSError(f"agent config {meta_file} is invalid: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise GNSError(f"agent config {meta_file} is incomplete or invalid ({e}).") from None
         try:
@@ -124,8 +135,9 @@ class GNSAgent(nn.Module):
         try:
             agent.load_state_dict(tensors, strict=True)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise GNSError(f"agent weights {tensor_file} do not match its config ({first}).") from None
+            detail = " ".join(str(e).split())
+            detail = detail if len(detail) < 400 else detail[:400] + " ..."
+            raise GNSError(f"agent weights {tensor_file} do not match its config: {detail}") from None
         if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
             raise GNSError(f"agent weights {tensor_file} contain NaN or Inf values.")
         return agent

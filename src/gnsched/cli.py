@@ -6,11 +6,8 @@ temporary name and renamed only when complete, so a failed run leaves nothing be
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -20,6 +17,7 @@ import typer
 
 from .config import AgentConfig, EnvConfig, PPOConfig, TrainConfig
 from .errors import GNSError
+from .output import atomic_output, check_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="gnsched: learn a learning-rate schedule with a graph network (GNS, ICLR 2022).")
@@ -28,26 +26,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
-
-
-@contextlib.contextmanager
-def atomic_output(out: Path):
-    """Yield a temporary folder that replaces ``out`` only if the block succeeds."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _config(episodes: int, epochs: Optional[int], seed: int, interval: Optional[int], val_prob: float,
@@ -64,6 +42,28 @@ def _progress(total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+
+LR_RANGE = (1e-12, 1e3)
+
+
+def _task(name: str, data_dir: Optional[Path]):
+    from .tasks import TASKS, TASKS_WITH_FILES, get_task
+
+    if data_dir is not None and name in TASKS and name not in TASKS_WITH_FILES:
+        typer.echo(f"note: task {name} uses embedded data; --data-dir is ignored.", err=True)
+    return get_task(name, data_dir)
+
+
+def _set_threads(task, threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise GNSError(f"threads must be >= 0 (0: the task's default), got {threads}.")
+    torch.set_num_threads(threads or task.threads)
+
+
+_THREADS = typer.Option(0, help="torch threads (0: the task's default, 1 for the small MLP tasks)")
 
 
 def _train(task, cfg: TrainConfig, quiet: bool = False):
@@ -118,11 +118,11 @@ def _print_table(task, summary: dict[str, dict]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{task.name}: test {task.metric} (mean ± std over seeds)")
-    for col in ("schedule", f"test {task.metric} (%)", "runs", "s / run"):
+    for col in ("schedule", f"test {task.metric} (%)", "runs", "diverged", "s / run"):
         table.add_column(col, justify="right" if col != "schedule" else "left")
     for name, s in summary.items():
         table.add_row(name, f"{100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f}", str(s["runs"]),
-                      f"{s['seconds_per_run']:.1f}")
+                      str(s["diverged"]), f"{s['seconds_per_run']:.1f}")
     Console().print(table)
 
 
@@ -151,11 +151,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (replac
          epochs: int = typer.Option(20, help="target-network epochs per episode"),
          seeds: int = typer.Option(3, help="evaluation seeds per schedule"),
          seed: int = typer.Option(0, help="base random seed"),
+         threads: int = _THREADS,
          quiet: bool = typer.Option(False, help="no progress bars")):
     """Train a GNS agent on the embedded digits task, apply it, compare with constant and cosine."""
     run(task_name="digits-mlp", data_dir=None, out=out, schedule=["constant", "cosine", "gns"], agent_path=None,
         episodes=episodes, epochs=epochs, seeds=seeds, seed=seed, lr=None, interval=None, val_prob=0.2,
-        lr_min=1e-7, lr_max=1.0, encoder="gcn", sigma=0.05, ppo_epochs=20, candidates=4, sample=False, quiet=quiet)
+        lr_min=1e-7, lr_max=1.0, encoder="gcn", sigma=0.05, ppo_epochs=20, candidates=4, sample=False,
+        threads=threads, quiet=quiet)
 
 
 @app.command()
@@ -171,13 +173,14 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
           encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat"),
           sigma: float = typer.Option(0.05, help="policy standard deviation"),
           ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
+          threads: int = _THREADS,
           quiet: bool = typer.Option(False, help="no progress bar")):
     """Train a GNS agent on a task (Algorithm 1) and save it."""
     try:
-        from .tasks import get_task
-
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
-        task = get_task(task_name, data_dir)
+        check_output(out)
+        task = _task(task_name, data_dir)
+        _set_threads(task, threads)
         agent, logs = _train(task, cfg, quiet)
         with atomic_output(out) as tmp:
             agent.save(tmp / "agent.safetensors")
@@ -203,40 +206,46 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         val_prob: float = typer.Option(0.2, "--val-prob", "-p", help="validation probability p in (0, 1]"),
         lr_min: float = typer.Option(1e-7, help="lower learning-rate clamp"),
         lr_max: float = typer.Option(1.0, help="upper learning-rate clamp"),
-        encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat"),
-        sigma: float = typer.Option(0.05, help="policy standard deviation"),
+        encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat (ignored with --agent)"),
+        sigma: float = typer.Option(0.05, help="policy standard deviation (ignored with --agent)"),
         ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
         candidates: int = typer.Option(4, help="initial learning rates tried when applying the agent"),
         sample: bool = typer.Option(False, help="sample actions instead of the policy mean"),
+        threads: int = _THREADS,
         quiet: bool = typer.Option(False, help="no progress bars")):
     """Train the target network with named schedules (and a GNS agent) and compare them."""
     try:
-        from .agent import GNSAgent
-        from .tasks import get_task
-
+        from .agent import GNSAgent, agent_file
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs,
                       candidates, sample)
         bad = [s for s in schedule if s not in ("constant", "cosine", "gns")]
         if bad:
             raise GNSError(f"unknown schedule {bad[0]!r}; allowed: constant, cosine, gns.")
-        if not (isinstance(seeds, int) and seeds > 0):
-            raise GNSError(f"seeds must be a positive integer, got {seeds!r}.")
-        if lr is not None and not (math.isfinite(lr) and lr > 0):
-            raise GNSError(f"learning rate must be a positive finite number, got {lr!r}.")
+        if not (isinstance(seeds, int) and 0 < seeds <= 1000):
+            raise GNSError(f"seeds must be an integer in 1..1000, got {seeds!r}.")
+        if lr is not None and not (math.isfinite(lr) and LR_RANGE[0] <= lr <= LR_RANGE[1]):
+            raise GNSError(f"--lr must lie in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}], got {lr!r}.")
+        check_output(out, protect=(agent_path,) if agent_path is not None else ())
         agent = GNSAgent.load(agent_path) if agent_path is not None else None
-        task = get_task(task_name, data_dir)
+        if agent is not None:
+            cfg.agent = agent.cfg  # the applied agent's own architecture, recorded as such
+        task = _task(task_name, data_dir)
+        _set_threads(task, threads)
         lr = lr or task.default_lr
         logs = None
         if "gns" in schedule and agent is None:
             agent, logs = _train(task, cfg, quiet)
         # Evaluation seeds differ from the training episodes' seeds.
         records = _compare(task, agent, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
+        wrote_agent = agent is not None and agent_path is None
         with atomic_output(out) as tmp:
-            if agent is not None and agent_path is None:
+            if wrote_agent:
                 agent.save(tmp / "agent.safetensors")
-            summary = _write_results(tmp, task, cfg, records, logs, {"baseline_lr": lr})
+            summary = _write_results(tmp, task, cfg, records, logs, {
+                "baseline_lr": lr, "agent_file": str(agent_file(agent_path).resolve()) if agent_path else
+                ("agent.safetensors" if wrote_agent else None)})
         _print_table(task, summary)
-        typer.echo(f"results, plot and agent written to {out}/")
+        typer.echo(f"results{', agent' if wrote_agent else ''} and plot written to {out}/")
     except GNSError as e:
         _fail(str(e))
 
@@ -246,9 +255,7 @@ def graph(task_name: str = _TASK, data_dir: Optional[Path] = _DATA):
     """Print the operator graph of a task's model and its blocks."""
     try:
         from .graph import build_graph
-        from .tasks import get_task
-
-        task = get_task(task_name, data_dir)
+        task = _task(task_name, data_dir)
         typer.echo(build_graph(task.make_model(), task.example_input()).summary())
     except GNSError as e:
         _fail(str(e))

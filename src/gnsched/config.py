@@ -52,7 +52,7 @@ class EnvConfig:
         for name in ("lr_min", "lr_max"):
             v = getattr(self, name)
             _finite(name, v)
-            require(v > 0, f"{name} must be positive, got {v!r}.")
+            require(1e-12 <= v <= 1e3, f"{name} must lie in [1e-12, 1e3], got {v!r}.")
         require(self.lr_min < self.lr_max,
                 f"lr_min ({self.lr_min}) must be smaller than lr_max ({self.lr_max}).")
         _finite("reward_scale", self.reward_scale)
@@ -88,10 +88,10 @@ class AgentConfig:
         for name in ("hidden", "layers", "head_hidden", "type_dim"):
             v = getattr(self, name)
             require(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}.")
-        for name in ("sigma", "action_scale"):
-            v = getattr(self, name)
-            _finite(name, v)
-            require(v > 0, f"{name} must be positive, got {v!r}.")
+        _finite("sigma", self.sigma)
+        require(1e-4 <= self.sigma <= 1.0, f"sigma must lie in [1e-4, 1], got {self.sigma!r}.")
+        _finite("action_scale", self.action_scale)
+        require(self.action_scale > 0, f"action_scale must be positive, got {self.action_scale!r}.")
         require(self.action_scale < 1.0,
                 f"action_scale must be below 1 so that lr*(1+a) stays positive, got {self.action_scale!r}.")
 
@@ -121,16 +121,16 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             v = getattr(self, name)
             _finite(name, v)
-            require(0.0 <= v <= 1.0, f"{name} must lie in [0, 1], got {v!r}.")
+            require(0.0 <= v <= 1.0, f"PPO {name} must lie in [0, 1], got {v!r}.")
         for name in ("clip_eps", "actor_lr", "critic_lr", "max_grad_norm", "value_coef"):
             v = getattr(self, name)
             _finite(name, v)
-            require(v > 0, f"{name} must be positive, got {v!r}.")
+            require(v > 0, f"PPO {name} must be positive, got {v!r}.")
         _finite("entropy_coef", self.entropy_coef)
-        require(self.entropy_coef >= 0, f"entropy_coef must be >= 0, got {self.entropy_coef!r}.")
+        require(self.entropy_coef >= 0, f"PPO entropy_coef must be >= 0, got {self.entropy_coef!r}.")
         for name in ("epochs", "minibatches", "episodes_per_update"):
             v = getattr(self, name)
-            require(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}.")
+            require(isinstance(v, int) and v > 0, f"PPO {name} must be a positive integer, got {v!r}.")
 
 
 @dataclass
@@ -158,13 +158,15 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def validate(self) -> None:
-        require(isinstance(self.episodes, int) and self.episodes > 0,
-                f"episodes must be a positive integer, got {self.episodes!r}.")
+        require(isinstance(self.episodes, int) and 0 < self.episodes <= 1_000_000,
+                f"episodes must be an integer in 1..1000000, got {self.episodes!r}.")
         if self.epochs is not None:
-            require(isinstance(self.epochs, int) and self.epochs > 0,
-                    f"epochs must be a positive integer, got {self.epochs!r}.")
-        require(isinstance(self.candidates, int) and self.candidates > 0,
-                f"candidates must be a positive integer, got {self.candidates!r}.")
+            require(isinstance(self.epochs, int) and 0 < self.epochs <= 100_000,
+                    f"epochs must be an integer in 1..100000, got {self.epochs!r}.")
+        require(isinstance(self.seed, int) and 0 <= self.seed < 2**31,
+                f"seed must be an integer in [0, 2**31), got {self.seed!r}.")
+        require(isinstance(self.candidates, int) and 0 < self.candidates <= 64,
+                f"candidates must be an integer in 1..64, got {self.candidates!r}.")
         _finite("pre_fraction", self.pre_fraction)
         require(0.0 < self.pre_fraction < 1.0,
                 f"pre_fraction must lie in (0, 1), got {self.pre_fraction!r}.")
@@ -176,7 +178,11 @@ class TrainConfig:
         return asdict(self)
 
 
-def from_dict(cls, data: dict):
-    """Build a (flat) config dataclass from a dict, ignoring unknown keys."""
+def from_dict(cls, data: dict, strict: bool = False):
+    """Build a (flat) config dataclass from a dict. ``strict``: every field present, no other key."""
     names = {f.name for f in fields(cls)}
+    if strict:
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        require(not unknown and not missing,
+                f"{cls.__name__} fields do not match (unknown: {unknown or 'none'}, missing: {missing or 'none'}).")
     return cls(**{k: v for k, v in data.items() if k in names})

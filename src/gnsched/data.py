@@ -42,8 +42,11 @@ class Splits:
         return len(self.train_y), len(self.val_y), len(self.test_y)
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (gzipped or not): magic ``0 0 type ndim``, big-endian dims, data."""
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not): magic ``0 0 type ndim``, big-endian dims, data.
+
+    ``ndim``: the number of dimensions the caller expects (checked against the header).
+    """
     path = Path(path)
     if not path.is_file():
         raise GNSError(f"IDX file {path} does not exist.")
@@ -57,11 +60,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise GNSError(f"IDX file {path} has a wrong magic number {raw[:4].hex() or '(empty)'}; "
                        "expected 0000 <type> <ndim> as in the IDX format.")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
+    dtype, file_ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    if ndim is not None and file_ndim != ndim:
+        raise GNSError(f"IDX file {path} declares {file_ndim} dimensions in its magic number, expected {ndim} "
+                       "(images [n, rows, cols], labels [n]).")
+    header = 4 + 4 * file_ndim
     if len(raw) < header:
         raise GNSError(f"IDX file {path} is truncated inside its header.")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
+    dims = struct.unpack(">" + "I" * file_ndim, raw[4:header])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - header != expected:
         raise GNSError(f"IDX file {path} holds {len(raw) - header} data bytes but its header "
@@ -84,11 +90,13 @@ def load_fashion_mnist(data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise GNSError(f"data folder {data_dir} does not exist.")
-    arrays = {k: read_idx(_find(data_dir, stem)) for k, stem in FASHION_FILES.items()}
+        what = "is not a folder" if data_dir.exists() else "does not exist"
+        raise GNSError(f"data folder {data_dir} {what}; --data-dir must be the folder holding the IDX files.")
+    arrays = {k: read_idx(_find(data_dir, stem), ndim=3 if k.endswith("images") else 1)
+              for k, stem in FASHION_FILES.items()}
     for split in ("train", "test"):
         imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if imgs.ndim != 3 or labels.ndim != 1 or len(imgs) != len(labels):
+        if imgs.shape[1:] != (28, 28) or len(imgs) != len(labels):
             raise GNSError(f"Fashion-MNIST {split} images {imgs.shape} and labels {labels.shape} "
                            "do not match (expected [n, 28, 28] and [n]).")
         if labels.size and (labels.min() < 0 or labels.max() > 9):

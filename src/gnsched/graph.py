@@ -116,7 +116,7 @@ class ModelGraph:
             lines.append(f"G{b} [{kind}] {bname}: {len(nodes)} nodes")
             for i in nodes:
                 outs = ", ".join(str(v) for v in succ.get(i, []))
-                lines.append(f"  {i:>3} {self.op_types[i]:<9} {self.names[i]}" + (f" -> {outs}" if outs else ""))
+                lines.append(f"  {i:>3} {self.op_types[i]:<9} '{self.names[i]}'" + (f" -> {outs}" if outs else ""))
         return "\n".join(lines)
 
 
