@@ -133,7 +133,17 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+@dataclass
+class Inputs:
+    """Positional and keyword arguments of one forward call, for :func:`build_graph`."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
 def _call(model: nn.Module, example_input: Any) -> Any:
+    if isinstance(example_input, Inputs):
+        return model(*example_input.args, **example_input.kwargs)
     if isinstance(example_input, dict):
         return model(**example_input)
     if isinstance(example_input, (tuple, list)):
@@ -237,8 +247,8 @@ def build_graph(model: nn.Module, example_input: Any) -> ModelGraph:
 
     Args:
         model: any ``nn.Module``; it is run once, in its current train/eval mode.
-        example_input: one example batch: a tensor, a tuple of positional arguments or a
-            dict of keyword arguments (as for Hugging Face models).
+        example_input: one example batch: a tensor, a tuple of positional arguments, a
+            dict of keyword arguments (as for Hugging Face models) or :class:`Inputs`.
     """
     if not any(True for _ in model.parameters()):
         raise GNSError(f"the model {type(model).__name__} has no parameters; a learning-rate "

@@ -1,0 +1,156 @@
+"""GNSScheduler: the agent as a drop-in LRScheduler in a plain training loop."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from gnsched.agent import GNSAgent
+from gnsched.config import AgentConfig
+from gnsched.errors import GNSError
+from gnsched.scheduler import GNSScheduler
+from gnsched.tasks import mlp
+
+
+@pytest.fixture(scope="module")
+def agent():
+    torch.manual_seed(3)
+    a = GNSAgent(AgentConfig(hidden=16, head_hidden=8, type_dim=4))
+    with torch.no_grad():  # a visibly state-dependent, non-zero policy
+        a.actor[-1].weight.mul_(100)
+        a.actor[-1].bias.fill_(0.3)
+    return a
+
+
+def _setup(agent, **kw):
+    torch.manual_seed(0)
+    model = mlp(64, hidden=32)
+    opt = torch.optim.Adam([{"params": model[0].parameters(), "lr": 1e-3},
+                            {"params": list(model[2].parameters()) + list(model[4].parameters()), "lr": 2.5e-4,
+                             "weight_decay": 0.0}])
+    kw.setdefault("interval", 5)
+    kw.setdefault("total_steps", 600)
+    return model, opt, GNSScheduler(opt, model, agent, **kw)
+
+
+def _batch(g, digits_task):
+    idx = torch.randint(0, len(digits_task.splits.train_y), (32,), generator=g)
+    return digits_task.splits.train_x[idx], digits_task.splits.train_y[idx]
+
+
+def _train(model, opt, sched, steps, g, digits_task, lrs):
+    for _ in range(steps):
+        x, y = _batch(g, digits_task)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+        lrs.append(sched.get_last_lr())
+
+
+def test_state_dict_round_trip_is_bit_exact(agent, digits_task):
+    model, opt, sched = _setup(agent, deterministic=False, seed=7)
+    g, lrs_a = torch.Generator().manual_seed(1), []
+    _train(model, opt, sched, 60, g, digits_task, lrs_a)
+    ref = [p.detach().clone() for p in model.parameters()]
+
+    model, opt, sched = _setup(agent, deterministic=False, seed=7)
+    g, lrs_b = torch.Generator().manual_seed(1), []
+    _train(model, opt, sched, 27, g, digits_task, lrs_b)  # stop mid-window
+    ckpt = copy.deepcopy({"m": model.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()})
+    model2, opt2, sched2 = _setup(agent, deterministic=False, seed=99, example_input=digits_task.example_input())
+    model2.load_state_dict(ckpt["m"])
+    opt2.load_state_dict(ckpt["o"])
+    sched2.load_state_dict(ckpt["s"])
+    _train(model2, opt2, sched2, 33, g, digits_task, lrs_b)
+    assert lrs_a == lrs_b
+    assert len({tuple(l) for l in lrs_a}) > 5  # the schedule really moved
+    assert all(torch.equal(p, q) for p, q in zip(ref, model2.parameters()))
+
+
+def test_group_ratios_preserved_over_100_decisions(agent, digits_task):
+    model, opt, sched = _setup(agent, interval=1, total_steps=100)
+    lrs = []
+    _train(model, opt, sched, 100, torch.Generator().manual_seed(2), digits_task, lrs)
+    assert sched.decisions == 100
+    assert lrs[-1][0] != pytest.approx(1e-3)
+    for a, b in lrs:
+        assert a / b == pytest.approx(4.0, rel=1e-9)
+
+
+def test_accumulation_counts_optimizer_steps_only(agent, digits_task):
+    model, opt, sched = _setup(agent, interval=3)
+    g = torch.Generator().manual_seed(0)
+    for i in range(24):  # 4 micro-batches per optimizer step -> 6 optimizer steps
+        x, y = _batch(g, digits_task)
+        (nn.functional.cross_entropy(model(x), y) / 4).backward()
+        if i % 4 == 3:
+            opt.step()
+            opt.zero_grad()
+        sched.step()
+    assert sched.optimizer_steps == 6 and sched.last_epoch == 6 and sched.decisions == 2
+
+
+def test_grad_scaler_skipped_step_is_not_counted(agent, digits_task):
+    model, opt, sched = _setup(agent, interval=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    g = torch.Generator().manual_seed(0)
+    for i in range(4):
+        x, y = _batch(g, digits_task)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        if i == 1:  # an overflowing step: GradScaler skips optimizer.step()
+            model[0].weight.grad.fill_(float("inf"))
+        scaler.step(opt)
+        scaler.update()
+        sched.step(loss)
+    assert sched.optimizer_steps == 3 and sched.last_epoch == 3 and sched.decisions == 1
+
+
+def test_load_state_dict_checks_agent_and_restores_lrs(agent, digits_task):
+    model, opt, sched = _setup(agent)
+    _train(model, opt, sched, 12, torch.Generator().manual_seed(0), digits_task, [])
+    state = sched.state_dict()
+    other = GNSAgent(AgentConfig(hidden=16, head_hidden=8, type_dim=4))
+    _, opt2, sched2 = _setup(other)
+    with pytest.raises(GNSError, match="made with agent"):
+        sched2.load_state_dict(state)
+    model3, opt3, sched3 = _setup(agent)
+    for group in opt3.param_groups:
+        group["lr"] = 0.5  # e.g. an optimizer checkpoint from another run
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        sched3.load_state_dict(state)
+    assert any("differ" in str(x.message) for x in w)
+    assert [g["lr"] for g in opt3.param_groups] == state["lrs"]
+
+
+def test_bad_arguments(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(GNSError, match="interval"):
+        GNSScheduler(opt, model, agent, interval=0, total_steps=10)
+    with pytest.raises(GNSError, match="total_steps"):
+        GNSScheduler(opt, model, agent, interval=2)
+    sched = GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    model(torch.zeros(2, 64)).sum().backward()
+    opt.step()
+    sched.step(1.0)  # the pre-hook saw the forward call above: the graph is built from it
+    assert sched.graph.num_nodes == 3 and sched.decisions == 1
+
+
+def test_tensor_learning_rates(agent, digits_task):
+    torch.manual_seed(0)
+    model = mlp(64, hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(1e-3), foreach=False)
+    sched = GNSScheduler(opt, model, agent, interval=2, total_steps=20)
+    lrs = []
+    _train(model, opt, sched, 6, torch.Generator().manual_seed(0), digits_task, lrs)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    assert sched.decisions == 3 and lrs[-1][0] != pytest.approx(1e-3)
+    assert float(opt.param_groups[0]["lr"]) == pytest.approx(lrs[-1][0])
