@@ -209,3 +209,12 @@ def test_out_must_not_hold_the_applied_agent(runner, tmp_path):
     assert results["config"]["agent"]["encoder"] == "gcn"
     assert results["agent_file"] == str((ag / "agent.safetensors").resolve())
     assert "results and plot written" in res.stdout
+
+
+def test_plot_command_redraws_a_run(runner, demo_out, tmp_path):
+    _, out = demo_out
+    res = runner.invoke(app, ["plot", str(out), "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = runner.invoke(app, ["plot", str(tmp_path)])
+    assert res.exit_code == 2 and "results.json does not exist" in res.stderr

@@ -226,3 +226,21 @@ def test_nan_loss_mid_episode_ends_with_penalty(digits_task):
     assert metrics[-1] == pytest.approx(metrics[-2] - 0.5)
     # Eq. 3 on these metrics gives the same penalty for training
     assert spread_rewards(metrics)[-1] == pytest.approx(-0.5)
+
+
+def test_readme_gym_example_with_another_agent():
+    # The README's "drive the MDP with your own agent" example, verbatim apart from epochs.
+    from gnsched.env import SchedulingEnv, spread_rewards
+    from gnsched.tasks import get_task
+
+    env = SchedulingEnv(get_task("digits-mlp"), epochs=3)
+    obs, info = env.reset(seed=0)
+    done, total = False, 0.0
+    while not done:
+        action = env.action_space.sample()          # your agent here
+        obs, reward, done, truncated, info = env.step(action)
+        total += reward
+    rewards = spread_rewards(info["metrics"])       # Eq. 3, per decision
+    assert obs.shape == env.observation_space.shape == (3, 10)
+    assert len(rewards) == env.num_windows - 1 == 4
+    assert sum(rewards) * env.cfg.reward_scale == pytest.approx(total)

@@ -154,3 +154,38 @@ def test_tensor_learning_rates(agent, digits_task):
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
     assert sched.decisions == 3 and lrs[-1][0] != pytest.approx(1e-3)
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(lrs[-1][0])
+
+
+def test_shipped_agent_loads_by_name_and_trains_one_epoch(digits_task):
+    from gnsched.agent import pretrained_names
+
+    assert "fashion-mnist" in pretrained_names()
+    agent = GNSAgent.load("fashion-mnist")
+    assert agent.recipe["task"] == "fashion-mnist-mlp" and agent.recipe["episodes"] == 30
+    torch.manual_seed(0)
+    model = mlp(64)  # zero-shot on another MLP and data set
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps = digits_task.steps_per_epoch()
+    sched = GNSScheduler.pretrained("fashion-mnist", opt, model, total_steps=steps, interval=4)
+    lrs = []
+    _train(model, opt, sched, steps, torch.Generator().manual_seed(0), digits_task, lrs)
+    assert sched.decisions == steps // 4 and all(0 < l[0] < 1 for l in lrs)
+    assert digits_task.evaluate(model, "val") > 0.5  # one epoch with the shipped schedule learns
+    with pytest.raises(GNSError, match="unknown pretrained agent"):
+        GNSScheduler.pretrained("imagenet", opt, model, total_steps=10)
+
+
+def test_tensorboard_logging(agent, digits_task, tmp_path):
+    pytest.importorskip("tensorboard")
+    model, opt, sched = _setup(agent, interval=2, writer=tmp_path / "tb")
+    _train(model, opt, sched, 6, torch.Generator().manual_seed(0), digits_task, [])
+    sched.writer.flush()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"gnsched/lr", "gnsched/action", "gnsched/value", "gnsched/train_loss"} <= tags
+    lrs = [e.value for e in acc.Scalars("gnsched/lr")]
+    assert [e.step for e in acc.Scalars("gnsched/lr")] == [2, 4, 6]
+    assert lrs[-1] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6)

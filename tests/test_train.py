@@ -173,3 +173,11 @@ def test_apply_agent_does_not_step_finished_episodes(digits_task, monkeypatch, s
     rec = apply_agent(GNSAgent(small_agent_cfg), task, cfg, seed=0)
     assert rec.diverged
     assert after_done and not any(after_done)
+
+
+def test_recipe_is_recorded_and_saved(two_trainings, tmp_path):
+    agent = two_trainings[0][0]
+    assert agent.recipe == {"task": "digits-mlp", "interval": 10, "epochs": 3, "episodes": 2, "seed": 0,
+                            "val_prob": 0.2, "lr_prior": [1e-4, 1e-2]}
+    agent.save(tmp_path / "a.safetensors")
+    assert GNSAgent.load(tmp_path / "a.safetensors").recipe == agent.recipe

@@ -34,10 +34,23 @@ from .graph import OP_TYPES
 FORMAT_VERSION = 1
 
 
+def pretrained_names() -> list[str]:
+    """Names of the agents shipped inside the package (``gnsched/pretrained/*.safetensors``)."""
+    from importlib.resources import files
+
+    return sorted(p.name[: -len(".safetensors")] for p in files("gnsched.pretrained").iterdir()
+                  if p.name.endswith(".safetensors"))
+
+
 def agent_file(path: str | Path) -> Path:
     """The ``.safetensors`` file meant by ``path``: the file itself, its ``.json`` twin, a
-    stem without suffix, or an output folder of ``gnsched train``."""
+    stem without suffix, an output folder of ``gnsched train``, or the name of a shipped
+    agent (:func:`pretrained_names`)."""
     path = Path(path)
+    if not path.exists() and str(path) in pretrained_names():  # a shipped agent, by name
+        from importlib.resources import files
+
+        return Path(str(files("gnsched.pretrained") / f"{path}.safetensors"))
     if path.is_dir():
         path = path / "agent.safetensors"
     return path.with_suffix(".safetensors") if path.suffix != ".safetensors" else path
@@ -55,6 +68,8 @@ class GNSAgent(nn.Module):
         self.cfg = cfg or AgentConfig()
         self.cfg.validate()
         self.in_dim = in_dim
+        #: How the agent was trained (task, K, episodes, ...): saved in its JSON file.
+        self.recipe: dict = {}
         self.encoder = HierarchicalEncoder(in_dim, self.cfg)
         self.actor = _mlp(self.cfg.hidden, self.cfg.head_hidden)
         self.critic = _mlp(self.cfg.hidden, self.cfg.head_hidden)
@@ -92,7 +107,8 @@ class GNSAgent(nn.Module):
         save_file(tensors, str(path))
         os.chmod(path, 0o644)  # safetensors creates the file private; an agent is meant to be shared
         meta = {"format": "gnsched-agent", "version": FORMAT_VERSION, "agent": asdict(self.cfg),
-                "in_dim": self.in_dim, "features": list(FEATURE_NAMES), "op_types": list(OP_TYPES)}
+                "in_dim": self.in_dim, "features": list(FEATURE_NAMES), "op_types": list(OP_TYPES),
+                "recipe": self.recipe}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         return path
 
@@ -140,4 +156,6 @@ class GNSAgent(nn.Module):
             raise GNSError(f"agent weights {tensor_file} do not match its config: {detail}") from None
         if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
             raise GNSError(f"agent weights {tensor_file} contain NaN or Inf values.")
+        recipe = meta.get("recipe", {})
+        agent.recipe = recipe if isinstance(recipe, dict) else {}
         return agent

@@ -66,7 +66,17 @@ def _set_threads(task, threads: int) -> None:
 _THREADS = typer.Option(0, help="torch threads (0: the task's default, 1 for the small MLP tasks)")
 
 
-def _train(task, cfg: TrainConfig, quiet: bool = False):
+def _writer(tensorboard: Optional[Path]):
+    if tensorboard is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GNSError("--tensorboard needs the tensorboard package (pip install gnsched[tb]).") from None
+    return SummaryWriter(str(tensorboard))
+
+
+def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Path] = None):
     from .train import train_agent
 
     bar = None if quiet else _progress(cfg.episodes, f"training GNS on {task.name}")
@@ -76,7 +86,10 @@ def _train(task, cfg: TrainConfig, quiet: bool = False):
             bar.update(1)
             bar.set_postfix(val=f"{log.final_val:.4f}", ret=f"{log.episode_return:.1f}", lr0=f"{log.lr0:.1e}")
 
-    agent, logs = train_agent(task, cfg, on_episode=on_episode)
+    writer = _writer(tensorboard)
+    agent, logs = train_agent(task, cfg, on_episode=on_episode, writer=writer)
+    if writer is not None:
+        writer.close()
     if bar is not None:
         bar.close()
     return agent, logs
@@ -174,6 +187,8 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
           sigma: float = typer.Option(0.05, help="policy standard deviation"),
           ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
           threads: int = _THREADS,
+          tensorboard: Optional[Path] = typer.Option(None, help="TensorBoard log folder for episode returns "
+                                                     "and PPO losses"),
           quiet: bool = typer.Option(False, help="no progress bar")):
     """Train a GNS agent on a task (Algorithm 1) and save it."""
     try:
@@ -181,7 +196,7 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         check_output(out)
         task = _task(task_name, data_dir)
         _set_threads(task, threads)
-        agent, logs = _train(task, cfg, quiet)
+        agent, logs = _train(task, cfg, quiet, tensorboard)
         with atomic_output(out) as tmp:
             agent.save(tmp / "agent.safetensors")
             (tmp / "training.json").write_text(json.dumps(
@@ -257,6 +272,36 @@ def graph(task_name: str = _TASK, data_dir: Optional[Path] = _DATA):
         from .graph import build_graph
         task = _task(task_name, data_dir)
         typer.echo(build_graph(task.make_model(), task.example_input()).summary())
+    except GNSError as e:
+        _fail(str(e))
+
+
+@app.command()
+def plot(run_dir: Path = typer.Argument(..., help="an output folder of gnsched run/demo (holds results.json)"),
+         out: Optional[Path] = typer.Option(None, help="PNG file to write (default: RUN_DIR/plot.png)")):
+    """Draw the learning-rate trajectories and loss curves of a run folder."""
+    try:
+        from .plot import plot_runs
+        from .target import RunRecord
+
+        results_file = run_dir / "results.json"
+        if not results_file.is_file():
+            raise GNSError(f"{results_file} does not exist; give an output folder of 'gnsched run' or 'gnsched demo'.")
+        try:
+            results = json.loads(results_file.read_text())
+            records = [RunRecord(**r) for r in results["runs"]]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise GNSError(f"{results_file} is not a gnsched results file ({e}).") from None
+        target = out or run_dir / "plot.png"
+        if target.suffix.lower() != ".png":
+            raise GNSError(f"--out must be a .png file, got {target}.")
+        tmp = target.with_name(f".{target.name}.tmp.png")
+        try:
+            plot_runs(records, tmp, title=results.get("task", ""))
+            tmp.replace(target)
+        except OSError as e:
+            raise GNSError(f"cannot write {target}: {e.strerror or e}.") from None
+        typer.echo(f"plot written to {target}")
     except GNSError as e:
         _fail(str(e))
 

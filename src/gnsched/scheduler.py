@@ -79,12 +79,14 @@ class GNSScheduler(LRScheduler):
         deterministic: apply the policy mean (default) or sample ``a ~ N(mu, sigma²)``.
         lr_min, lr_max: clamps of the global learning rate.
         seed: seed of the sampling RNG (used only when ``deterministic=False``).
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` or a log folder; each decision
+            logs ``gnsched/lr``, ``gnsched/action``, ``gnsched/value``, ``gnsched/train_loss``.
     """
 
     def __init__(self, optimizer: Optimizer, model: nn.Module, agent: GNSAgent, interval: int = 10,
                  total_steps: int | None = None, example_input: Any = None, deterministic: bool = True,
                  lr_min: float = 1e-7, lr_max: float = 1.0, seed: int = 0, progress_feature: bool = True,
-                 last_epoch: int = -1):
+                 writer: Any = None, last_epoch: int = -1):
         if not (isinstance(interval, int) and interval > 0):
             raise GNSError(f"interval K must be a positive integer, got {interval!r}.")
         if progress_feature and not (isinstance(total_steps, int) and total_steps > 0):
@@ -99,6 +101,11 @@ class GNSScheduler(LRScheduler):
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
         self.progress_feature = progress_feature
         self.fingerprint = agent_fingerprint(agent)
+        if isinstance(writer, (str, bytes)) or hasattr(writer, "__fspath__"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(writer))
+        self.writer = writer
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer_steps = 0       # real optimizer steps seen by the post-hook
         self.decisions = 0
@@ -107,6 +114,7 @@ class GNSScheduler(LRScheduler):
         self._counted_steps = 0        # optimizer steps already accounted for by step()
         self.last_action: float | None = None
         self.last_value: float | None = None
+        self.last_loss: float | None = None
         self._graph = self._structure = self._features = None
         self._example = example_input
         self._hook = None
@@ -136,6 +144,21 @@ class GNSScheduler(LRScheduler):
     def get_lr(self) -> list[float]:
         return [_lr_value(g["lr"]) for g in self.optimizer.param_groups]
 
+    @classmethod
+    def pretrained(cls, name: str, optimizer: Optimizer, model: nn.Module, **kwargs) -> "GNSScheduler":
+        """A scheduler driven by an agent shipped with gnsched (see ``gnsched.pretrained``).
+
+        ``interval`` defaults to the K the agent was trained with; other arguments as for
+        the constructor (``total_steps`` is required).
+        """
+        from .agent import pretrained_names
+
+        if name not in pretrained_names():
+            raise GNSError(f"unknown pretrained agent {name!r}; available: {', '.join(pretrained_names()) or 'none'}.")
+        agent = GNSAgent.load(name)
+        kwargs.setdefault("interval", agent.recipe.get("interval", 10))
+        return cls(optimizer, model, agent, **kwargs)
+
     def _initial_step(self) -> None:
         # LRScheduler.__init__ calls this once: record the starting learning rates only.
         self._step_count = 1
@@ -153,9 +176,7 @@ class GNSScheduler(LRScheduler):
         if loss is None:
             loss, self._hook_loss = self._hook_loss, None
         if loss is not None:
-            value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-            self._window_loss = self._window_loss + value.cpu()  # a tensor: no sync per step
-            self._window_count += 1
+            self.observe(loss)
         new_steps = self.optimizer_steps - self._counted_steps
         self._counted_steps = self.optimizer_steps
         for _ in range(new_steps):
@@ -163,6 +184,13 @@ class GNSScheduler(LRScheduler):
             if self.last_epoch % self.interval == 0:
                 self._decide()
         self._last_lr = self.get_lr()
+
+    def observe(self, loss: torch.Tensor | float) -> None:
+        """Add a training loss to the current window without stepping (for loops that call
+        ``step()`` without arguments, e.g. Lightning's, with a model that has no ``.loss``)."""
+        value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        self._window_loss = self._window_loss + value.cpu()  # a tensor: no sync per step
+        self._window_count += 1
 
     # ---------------------------------------------------------------- decisions
     def _ensure_graph(self) -> None:
@@ -190,7 +218,11 @@ class GNSScheduler(LRScheduler):
         a = mu if self.deterministic else mu + self.agent.cfg.sigma * torch.randn(mu.shape, generator=self.generator)
         a = float(a.clamp(-0.5, 0.5))
         apply_action(self.optimizer, a, self.lr_min, self.lr_max)
-        self.last_action, self.last_value = a, float(value)
+        self.last_action, self.last_value, self.last_loss = a, float(value), loss
+        if self.writer is not None:
+            new_lr = _lr_value(self.optimizer.param_groups[0]["lr"])
+            for tag, v in (("lr", new_lr), ("action", a), ("value", float(value)), ("train_loss", loss)):
+                self.writer.add_scalar(f"gnsched/{tag}", v, self.last_epoch)
         self.decisions += 1
         self._window_loss, self._window_count = torch.zeros(()), 0
 

@@ -80,8 +80,13 @@ def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: t
 
 
 def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
-                on_episode: Callable[[EpisodeLog], None] | None = None) -> tuple[GNSAgent, list[EpisodeLog]]:
-    """Algorithm 1: train (or continue training) a GNS agent on ``task``."""
+                on_episode: Callable[[EpisodeLog], None] | None = None,
+                writer=None) -> tuple[GNSAgent, list[EpisodeLog]]:
+    """Algorithm 1: train (or continue training) a GNS agent on ``task``.
+
+    ``writer``: an optional TensorBoard ``SummaryWriter``; per episode it logs the return,
+    the final validation metric, the initial learning rate and the PPO statistics.
+    """
     cfg.validate()
     torch.manual_seed(cfg.seed)
     agent = agent or GNSAgent(cfg.agent)
@@ -89,6 +94,9 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
     optimizer = make_optimizer(agent, cfg.ppo)
     env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
+                    "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
+                    "val_prob": cfg.env.val_prob, "lr_prior": list(task.lr_prior)}
     logs: list[EpisodeLog] = []
     pending: list[Rollout] = []
     for ep in range(cfg.episodes):
@@ -109,6 +117,11 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
         log = EpisodeLog(ep, env.record.extra["lr0"], final_val, sum(rollout.rewards), len(rollout),
                          len(measured), time.perf_counter() - t0, info.get("diverged"), stats)
         logs.append(log)
+        if writer is not None:
+            scalars = {"episode/return": log.episode_return, "episode/final_val": log.final_val,
+                       "episode/lr0": log.lr0, **{f"ppo/{k}": v for k, v in stats.items()}}
+            for tag, v in scalars.items():
+                writer.add_scalar(tag, v, ep)
         if on_episode:
             on_episode(log)
     return agent, logs
