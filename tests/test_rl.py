@@ -296,3 +296,25 @@ def test_agent_section_not_a_dict(saved_agent, value):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(GNSError):
         GNSAgent.load(saved_agent)
+
+
+def test_dense_gcn_path_equals_pyg_message_passing(small_agent_cfg):
+    from gnsched.encoder import BlockStructure, HierarchicalEncoder
+    from gnsched.features import NUM_FEATURES
+    from gnsched.graph import ModelGraph
+
+    graph = ModelGraph(names=[f"n{i}" for i in range(5)], op_types=["linear"] * 5,
+                       edges=[(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)], blocks=[[0], [1, 2, 3], [4]],
+                       block_kinds=["input", "middle", "output"], block_names=["input", "middle", "output"],
+                       partition="layerwise")
+    s = BlockStructure.from_graph(graph)
+    # block [1, 2, 3] has edges 1-2, 2-3 both ways plus self loops: degrees 2, 3, 2
+    a = s.adj[1]
+    assert a[0, 0] == pytest.approx(1 / 2) and a[1, 1] == pytest.approx(1 / 3)
+    assert a[0, 1] == pytest.approx(1 / 6 ** 0.5) and a[0, 2] == 0
+    torch.manual_seed(0)
+    enc = HierarchicalEncoder(NUM_FEATURES, small_agent_cfg)
+    x = torch.randn(3, 5, NUM_FEATURES)
+    dense = enc(x, s)
+    enc.dense = False
+    assert torch.allclose(dense, enc(x, s), atol=1e-5)

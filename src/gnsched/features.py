@@ -16,9 +16,9 @@ Scale-free transforms so that one agent works across model sizes and tasks:
 ``slog(x) = sign(x) * log1p(|x| / 1e-6) / log1p(1e6)`` maps signed means to [-1, 1]
 logarithmically. The operator-type embedding is added by the encoder.
 
-Cost: statistics come from one concatenation of all parameters (and of all gradients)
-and ``torch.segment_reduce`` over contiguous per-(node, kind) segments, i.e. a handful
-of vectorised kernels per decision, never per training step.
+Cost: a two-pass mean / variance per parameter tensor and per gradient (no copy of the
+model), pooled exactly per node in float64; computed once per decision, never per
+training step.
 """
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def slog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(x.abs() / _SLOG_EPS) / math.log1p(1.0 / _SLOG_EPS)
 
 
+def _var_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(variance, mean) in two passes: exact where E[x²] - E[x]² would cancel (norm weights
+    near 1), and on CPU ~7× faster than ``torch.var_mean``."""
+    t = t.float()
+    mean = t.mean()
+    return (t - mean).square().mean(), mean
+
+
 class NodeFeatures:
     """Computes the ``[N, F]`` node feature matrix of a model's graph.
 
@@ -60,6 +68,7 @@ class NodeFeatures:
         params = dict(model.named_parameters(remove_duplicate=False))  # tied weights too
         # Segment order: node 0 weights, node 0 biases, node 1 weights, ... (kind 0 = weight).
         self.tensors: list[torch.Tensor] = []
+        tensor_seg: list[int] = []
         seg_len: list[int] = []
         seg_node: list[int] = []
         seg_kind: list[int] = []
@@ -67,34 +76,37 @@ class NodeFeatures:
             for kind in (0, 1):
                 group = [params[p] for p in pnames if (p.rsplit(".", 1)[-1] == "bias") == bool(kind)]
                 if group:
+                    tensor_seg.extend([len(seg_len)] * len(group))
                     self.tensors.extend(group)
                     seg_len.append(sum(p.numel() for p in group))
                     seg_node.append(v)
                     seg_kind.append(kind)
         self.num_nodes = graph.num_nodes
+        self.numels = torch.tensor([p.numel() for p in self.tensors], dtype=torch.float64)
+        self.tensor_seg = torch.tensor(tensor_seg, dtype=torch.long)
         self.lengths = torch.tensor(seg_len, dtype=torch.long)
         self.seg_node = torch.tensor(seg_node, dtype=torch.long)
         self.seg_kind = torch.tensor(seg_kind, dtype=torch.long)
 
-    @torch.no_grad()
-    def _segment_stats(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Two passes (mean, then squared deviations): E[x²] - E[x]² cancels catastrophically
-        # in float32 for norm weights near 1.
-        lengths = self.lengths.to(flat.device)
-        n = lengths.to(flat.dtype)
-        mean = torch.segment_reduce(flat, "sum", lengths=lengths) / n
-        dev = flat - mean.repeat_interleave(lengths)
-        var = torch.segment_reduce(dev * dev, "sum", lengths=lengths) / n
-        return mean.cpu(), var.cpu()
+    def _segment_stats(self, stats: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool per-tensor (var, mean) into per-segment mean and variance (float64, exact:
+        ``var = Σ n_i (v_i + (m_i - M)²) / N``)."""
+        var_t = torch.stack([v for v, _ in stats]).double().cpu()
+        mean_t = torch.stack([m for _, m in stats]).double().cpu()
+        k = len(self.lengths)
+        n_seg = self.lengths.double()
+        mean = torch.zeros(k, dtype=torch.float64).index_add_(0, self.tensor_seg, mean_t * self.numels) / n_seg
+        dev = var_t + (mean_t - mean[self.tensor_seg]) ** 2
+        var = torch.zeros(k, dtype=torch.float64).index_add_(0, self.tensor_seg, dev * self.numels) / n_seg
+        return mean.float(), var.float()
 
     @torch.no_grad()
     def __call__(self, lr: float, train_loss: float, progress: float = 0.0) -> torch.Tensor:
         """Feature matrix ``[N, F]`` (float32, CPU) for the current weights and gradients."""
-        flat_w = torch.cat([p.detach().reshape(-1).float() for p in self.tensors])
-        flat_g = torch.cat([(p.grad.detach().reshape(-1).float().abs() if p.grad is not None
-                             else torch.zeros(p.numel(), device=p.device)) for p in self.tensors])
-        w_mean, w_var = self._segment_stats(flat_w)
-        g_mean_seg, g_var_seg = self._segment_stats(flat_g)
+        zero = torch.zeros(())
+        w_mean, w_var = self._segment_stats([_var_mean(p.detach()) for p in self.tensors])
+        g_mean_seg, g_var_seg = self._segment_stats([
+            _var_mean(p.grad.detach().abs()) if p.grad is not None else (zero, zero) for p in self.tensors])
 
         n = self.num_nodes
         x = torch.zeros(n, NUM_FEATURES)

@@ -109,8 +109,7 @@ class GNSScheduler(LRScheduler):
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer_steps = 0       # real optimizer steps seen by the post-hook
         self.decisions = 0
-        self._window_loss = torch.zeros(())
-        self._window_count = 0
+        self._window_losses: list = []
         self._counted_steps = 0        # optimizer steps already accounted for by step()
         self.last_action: float | None = None
         self.last_value: float | None = None
@@ -188,9 +187,8 @@ class GNSScheduler(LRScheduler):
     def observe(self, loss: torch.Tensor | float) -> None:
         """Add a training loss to the current window without stepping (for loops that call
         ``step()`` without arguments, e.g. Lightning's, with a model that has no ``.loss``)."""
-        value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-        self._window_loss = self._window_loss + value.cpu()  # a tensor: no sync per step
-        self._window_count += 1
+        # Kept as tensors and summed at the decision: no device sync and ~1 µs per step.
+        self._window_losses.append(loss.detach() if isinstance(loss, torch.Tensor) else float(loss))
 
     # ---------------------------------------------------------------- decisions
     def _ensure_graph(self) -> None:
@@ -210,7 +208,7 @@ class GNSScheduler(LRScheduler):
     @torch.no_grad()
     def _decide(self) -> None:
         self._ensure_graph()
-        loss = float(self._window_loss) / self._window_count if self._window_count else float("nan")
+        loss = self._window_mean()
         lr = _lr_value(self.optimizer.param_groups[0]["lr"])
         progress = min(1.0, self.last_epoch / self.total_steps) if self.progress_feature else 0.0
         x = torch.nan_to_num(self._features(lr, loss, progress), nan=0.0, posinf=10.0, neginf=-10.0)
@@ -224,7 +222,13 @@ class GNSScheduler(LRScheduler):
             for tag, v in (("lr", new_lr), ("action", a), ("value", float(value)), ("train_loss", loss)):
                 self.writer.add_scalar(f"gnsched/{tag}", v, self.last_epoch)
         self.decisions += 1
-        self._window_loss, self._window_count = torch.zeros(()), 0
+        self._window_losses = []
+
+    def _window_mean(self) -> float:
+        if not self._window_losses:
+            return float("nan")
+        return float(sum(float(v.float().mean()) if isinstance(v, torch.Tensor) else v
+                         for v in self._window_losses) / len(self._window_losses))
 
     @property
     def graph(self):
@@ -235,7 +239,8 @@ class GNSScheduler(LRScheduler):
     def state_dict(self) -> dict:
         return {"last_epoch": self.last_epoch, "optimizer_steps": self.optimizer_steps,
                 "counted_steps": self._counted_steps, "decisions": self.decisions,
-                "window_loss": float(self._window_loss), "window_count": self._window_count,
+                "window_losses": [float(v.float().mean()) if isinstance(v, torch.Tensor) else v
+                                  for v in self._window_losses],
                 "lrs": self.get_lr(), "rng": self.generator.get_state(), "agent": self.fingerprint,
                 "interval": self.interval, "total_steps": self.total_steps,
                 "last_action": self.last_action, "last_value": self.last_value}
@@ -259,8 +264,7 @@ class GNSScheduler(LRScheduler):
                 g["lr"] = lr
         self.last_epoch, self.decisions = state["last_epoch"], state["decisions"]
         self.optimizer_steps = self._counted_steps = state["counted_steps"]
-        self._window_loss = torch.tensor(state["window_loss"], dtype=torch.float32)
-        self._window_count = state["window_count"]
+        self._window_losses = list(state["window_losses"])
         self.total_steps = state["total_steps"]
         self.last_action, self.last_value = state["last_action"], state["last_value"]
         self.generator.set_state(state["rng"])
