@@ -117,3 +117,76 @@ def test_run_schedule_constant_and_same_seed_same_result(digits_task):
 def test_run_schedule_bad_input(digits_task, schedule, lr, match):
     with pytest.raises(GNSError, match=match):
         run_schedule(digits_task, schedule, lr, seed=0, epochs=1)
+
+
+# ----------------------------------------------------------------------------- WSD and Adam-HD
+def test_wsd_phases():
+    from gnsched.schedules import WarmupStableDecayLR
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    s = WarmupStableDecayLR(opt, total_steps=100, warmup=0.1, decay=0.3, mu=0.1)
+    lrs = [s.get_last_lr()[0]]
+    for _ in range(100):
+        opt.step()
+        s.step()
+        lrs.append(s.get_last_lr()[0])
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.2)
+    assert lrs[30] == lrs[69] == pytest.approx(0.2)  # stable phase
+    assert lrs[85] == pytest.approx(0.2 * (1 - 0.9 * 15 / 30))  # halfway down the linear decay
+    assert lrs[100] == pytest.approx(0.02)
+
+
+def test_adam_hd_two_steps_by_hand():
+    from gnsched.hypergradient import AdamHD
+
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = AdamHD([w], lr=0.1, beta=0.01, eps=0.0)
+    for _ in range(2):
+        opt.zero_grad()
+        (0.5 * w ** 2).sum().backward()
+        opt.step()
+    # step 1: g=1, no previous direction: h=0, alpha=0.1, m̂=v̂=1 → u=1, w=0.9
+    # step 2: g=0.9, h=g·u=0.9, alpha=0.1+0.01·0.9=0.109
+    m = 0.9 * 0.1 + 0.1 * 0.9
+    v = 0.999 * 0.001 + 0.001 * 0.81
+    u = (m / (1 - 0.9 ** 2)) / math.sqrt(v / (1 - 0.999 ** 2))
+    assert opt.hypergradients == pytest.approx([0.0, 0.9])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.109)
+    assert float(w) == pytest.approx(0.9 - 0.109 * u, rel=1e-12)
+
+
+def _quadratic_alpha(lr):
+    from gnsched.hypergradient import AdamHD
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(20) * 3)
+    opt = AdamHD([w], lr=lr, beta=1e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        (0.5 * (w ** 2).sum()).backward()
+        opt.step()
+    return opt.param_groups[0]["lr"]
+
+
+def test_adam_hd_moves_lr_the_right_way():
+    assert _quadratic_alpha(1e-4) > 1e-4 * 2  # far too small: grows
+    assert _quadratic_alpha(5.0) < 5.0  # overshooting the optimum every step: shrinks
+
+
+def test_adam_hd_groups_keep_ratios_and_state_dict_round_trips():
+    from gnsched.hypergradient import AdamHD
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+    opt = AdamHD([{"params": [a], "lr": 1e-2}, {"params": [b], "lr": 5e-3, "weight_decay": 0.1}],
+                 beta=1e-4, decoupled=True)
+    for _ in range(5):
+        opt.zero_grad()
+        ((a ** 2).sum() + (b ** 2).sum()).backward()
+        opt.step()
+    lr_a, lr_b = (g["lr"] for g in opt.param_groups)
+    assert lr_a != pytest.approx(1e-2) and lr_a / lr_b == pytest.approx(2.0)
+    opt2 = AdamHD([{"params": [a], "lr": 1e-2}, {"params": [b], "lr": 5e-3, "weight_decay": 0.1}],
+                  beta=1e-4, decoupled=True)
+    opt2.load_state_dict(opt.state_dict())
+    assert [g["lr"] for g in opt2.param_groups] == [lr_a, lr_b]

@@ -74,3 +74,45 @@ class WarmupDecayLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list[float]:
         return self.get_lr()
+
+
+class WarmupStableDecayLR(LRScheduler):
+    """Warmup-stable-decay (WSD): linear warmup to each group's initial lr over
+    ``warmup`` · T steps, constant until ``(1 - decay)`` · T, then linear decay to
+    ``mu`` · lr at T (and ``mu`` · lr after).
+
+    Args:
+        optimizer: wrapped optimizer; each group's ``lr`` at construction is its peak.
+        total_steps: T.
+        warmup: fraction of T spent warming up.
+        decay: fraction of T spent decaying at the end (``warmup + decay <= 1``).
+        mu: final lr / peak lr.
+    """
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, warmup: float = 0.0, decay: float = 0.2,
+                 mu: float = 0.0, last_epoch: int = -1):
+        if not (isinstance(total_steps, int) and total_steps > 0):
+            raise GNSError(f"total_steps must be a positive integer, got {total_steps!r}.")
+        if not (0.0 <= warmup and 0.0 <= decay and warmup + decay <= 1.0):
+            raise GNSError(f"need warmup >= 0, decay >= 0 and warmup + decay <= 1, got {warmup}, {decay}.")
+        if not 0.0 <= mu <= 1.0:
+            raise GNSError(f"mu must lie in [0, 1], got {mu}.")
+        self.total_steps, self.warmup, self.decay, self.mu = total_steps, warmup, decay, mu
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, t: int) -> float:
+        t_warm, t_decay = self.warmup * self.total_steps, (1.0 - self.decay) * self.total_steps
+        if t < t_warm:
+            return t / t_warm
+        if t < t_decay:
+            return 1.0
+        if t >= self.total_steps:
+            return self.mu
+        return 1.0 - (1.0 - self.mu) * (t - t_decay) / (self.total_steps - t_decay)
+
+    def get_lr(self) -> list[float]:
+        f = self.factor(self.last_epoch)
+        return [base * f for base in self.base_lrs]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self.get_lr()
