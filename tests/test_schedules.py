@@ -190,3 +190,14 @@ def test_adam_hd_groups_keep_ratios_and_state_dict_round_trips():
                   beta=1e-4, decoupled=True)
     opt2.load_state_dict(opt.state_dict())
     assert [g["lr"] for g in opt2.param_groups] == [lr_a, lr_b]
+
+
+def test_run_schedule_wsd_and_adam_hd(digits_task):
+    from gnsched.train import run_schedule
+
+    wsd = run_schedule(digits_task, "wsd", 1e-3, seed=0, epochs=5, log_interval=9)  # 90 steps, 10 windows
+    assert wsd.lrs[:8] == [pytest.approx(1e-3)] * 8  # stable until 80 % of the run
+    assert wsd.lrs[8] == pytest.approx(1e-3) and wsd.lrs[9] == pytest.approx(1e-3 * (1 - 9 / 18))
+    hd = run_schedule(digits_task, "adam-hd", 1e-3, seed=0, epochs=5, log_interval=9)
+    assert hd.lrs[0] == 1e-3 and hd.lrs[-1] != hd.lrs[0] and all(l > 0 for l in hd.lrs)
+    assert 0.5 < hd.test_metric <= 1.0

@@ -209,7 +209,8 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
 @app.command()
 def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
-        schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, gns"),
+        schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, "
+                                           "polynomial, wsd, adam-hd, gns (repeat the option)"),
         agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
                                                   "without it, gns trains one first"),
         episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
@@ -233,9 +234,11 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         from .agent import GNSAgent, agent_file
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs,
                       candidates, sample)
-        bad = [s for s in schedule if s not in ("constant", "cosine", "gns")]
+        from .train import SCHEDULES
+
+        bad = [s for s in schedule if s not in SCHEDULES]
         if bad:
-            raise GNSError(f"unknown schedule {bad[0]!r}; allowed: constant, cosine, gns.")
+            raise GNSError(f"unknown schedule {bad[0]!r}; allowed: {', '.join(SCHEDULES)}.")
         if not (isinstance(seeds, int) and 0 < seeds <= 1000):
             raise GNSError(f"seeds must be an integer in 1..1000, got {seeds!r}.")
         if lr is not None and not (math.isfinite(lr) and LR_RANGE[0] <= lr <= LR_RANGE[1]):

@@ -29,7 +29,8 @@ from .config import TrainConfig
 from .env import SchedulingEnv, spread_rewards
 from .errors import GNSError
 from .ppo import Rollout, make_optimizer, ppo_update
-from .schedules import WarmupDecayLR
+from .hypergradient import AdamHD
+from .schedules import WarmupDecayLR, WarmupStableDecayLR
 from .target import RunRecord, TargetRun
 from .tasks import Task
 
@@ -176,17 +177,35 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
     return rec
 
 
+#: Fixed schedules of :func:`run_schedule` (untuned defaults; ``gns`` is the learned one).
+FIXED_SCHEDULES = ("constant", "cosine", "polynomial", "wsd", "adam-hd")
+SCHEDULES = FIXED_SCHEDULES + ("gns",)
+
+
+def _attach_schedule(run: TargetRun, schedule: str, lr: float):
+    """The scheduler (or optimizer) of a fixed schedule, at its default settings: cosine and
+    linear (polynomial, power 1) decay to 0 without warmup (Eq. 7), WSD with the last 20 %
+    decaying linearly to 0, Adam-HD with hypergradient lr 1e-8 (appendix B.4)."""
+    if schedule in ("constant", "cosine", "polynomial"):
+        return WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule)
+    if schedule == "wsd":
+        return WarmupStableDecayLR(run.optimizer, run.total_steps, warmup=0.0, decay=0.2)
+    run.optimizer = AdamHD(run.model.parameters(), lr=lr, beta=1e-8, weight_decay=run.task.weight_decay,
+                           decoupled=run.task.optimizer == "adamw")
+    return None
+
+
 def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | None = None,
                  log_interval: int | None = None) -> RunRecord:
-    """Train ``task``'s model with a fixed schedule (``constant`` or ``cosine`` decay to 0)."""
-    if schedule not in ("constant", "cosine"):
-        raise GNSError(f"unknown schedule {schedule!r}; allowed: constant, cosine, gns.")
+    """Train ``task``'s model with one of :data:`FIXED_SCHEDULES` from learning rate ``lr``."""
+    if schedule not in FIXED_SCHEDULES:
+        raise GNSError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}.")
     if not (math.isfinite(lr) and lr > 0):
         raise GNSError(f"learning rate must be a positive finite number, got {lr!r}.")
     t0 = time.perf_counter()
     epochs = epochs or task.epochs
     run = TargetRun(task, lr, seed, epochs)
-    sched = WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule)
+    sched = _attach_schedule(run, schedule, lr)
     k = log_interval or task.interval
     rec = RunRecord(name=schedule, extra={"lr0": lr, "seed": seed})
     while run.step_count < run.total_steps:
