@@ -189,3 +189,67 @@ def test_tensorboard_logging(agent, digits_task, tmp_path):
     lrs = [e.value for e in acc.Scalars("gnsched/lr")]
     assert [e.step for e in acc.Scalars("gnsched/lr")] == [2, 4, 6]
     assert lrs[-1] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6)
+
+
+def _loop(model, opt, sched, steps, g, digits_task, zero_first=False):
+    lrs = []
+    for _ in range(steps):
+        x, y = _batch(g, digits_task)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if zero_first:  # a loop that clears gradients before the scheduler step
+            opt.zero_grad()
+            sched.step(loss)
+        else:
+            sched.step(loss)
+            opt.zero_grad()
+        lrs.append(sched.get_last_lr())
+    return lrs
+
+
+def test_gradients_are_read_before_the_step_whatever_the_loop_order(agent, digits_task):
+    runs = []
+    for zero_first in (False, True):
+        model, opt, sched = _setup(agent)
+        runs.append(_loop(model, opt, sched, 30, torch.Generator().manual_seed(0), digits_task, zero_first))
+    assert runs[0] == runs[1]
+
+
+def test_whole_scheduler_pickles_and_keeps_scheduling(agent, digits_task, tmp_path):
+    model, opt, sched = _setup(agent)
+    g = torch.Generator().manual_seed(0)
+    _loop(model, opt, sched, 12, g, digits_task)
+    torch.save({"m": model, "o": opt, "s": sched}, tmp_path / "all.pt")
+    ref = _loop(model, opt, sched, 13, torch.Generator().manual_seed(5), digits_task)
+    back = torch.load(tmp_path / "all.pt", weights_only=False)
+    got = _loop(back["m"], back["o"], back["s"], 13, torch.Generator().manual_seed(5), digits_task)
+    assert back["s"].last_epoch == sched.last_epoch == 25 and back["s"].decisions == sched.decisions == 5
+    assert got == ref
+    copy.deepcopy(sched).close()  # deepcopy works too; closing removes the copy's hooks only
+    _loop(model, opt, sched, 5, g, digits_task)
+    assert sched.last_epoch == 30
+
+
+def test_close_detaches_and_total_steps_of_the_constructor_win(agent, digits_task):
+    model, opt, sched = _setup(agent, total_steps=100)
+    _loop(model, opt, sched, 5, torch.Generator().manual_seed(0), digits_task)
+    state = sched.state_dict()
+    sched.close()
+    _loop(model, opt, _setup.__globals__["GNSScheduler"](opt, model, agent, interval=5, total_steps=100),
+          1, torch.Generator().manual_seed(0), digits_task)
+    assert sched.optimizer_steps == 5  # the closed scheduler no longer counts
+    model2, opt2, sched2 = _setup(agent, total_steps=999, example_input=digits_task.example_input())
+    with pytest.warns(UserWarning, match="keeping 999"):
+        sched2.load_state_dict(state)
+    assert sched2.total_steps == 999
+
+
+def test_compiled_model_and_dotted_agent_names(agent, tmp_path):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = GNSScheduler(opt, torch.compile(model), agent, interval=1, total_steps=10)
+    assert sched.model is model
+    path = agent.save(tmp_path / "agent_v1.2")
+    assert path.name == "agent_v1.2.safetensors" and (tmp_path / "agent_v1.2.json").exists()
+    assert torch.equal(GNSAgent.load(tmp_path / "agent_v1.2").actor[-1].bias, agent.actor[-1].bias)

@@ -53,7 +53,10 @@ def agent_file(path: str | Path) -> Path:
         return Path(str(files("gnsched.pretrained") / f"{path}.safetensors"))
     if path.is_dir():
         path = path / "agent.safetensors"
-    return path.with_suffix(".safetensors") if path.suffix != ".safetensors" else path
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors")
+    # "agent_v1.2" keeps its dots: the extension is appended, never substituted
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
 
 def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
@@ -101,7 +104,8 @@ class GNSAgent(nn.Module):
         """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the tensor file."""
         from safetensors.torch import save_file
 
-        path = Path(path).with_suffix(".safetensors")
+        path = Path(path)
+        path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path))

@@ -28,6 +28,7 @@ refreshed from the collected states once per PPO update: :meth:`refresh_norm_sta
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -51,7 +52,9 @@ class BlockStructure:
 
     def __post_init__(self):
         if not self.adj:
-            from torch_geometric.nn.conv.gcn_conv import gcn_norm
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
             for ei, idx in zip(self.edges, self.nodes):
                 n = idx.numel()
@@ -83,7 +86,9 @@ class BlockStructure:
 
 
 def _make_conv(kind: str, in_dim: int, out_dim: int) -> nn.Module:
-    from torch_geometric.nn import GATConv, GCNConv  # lazy: importing PyG takes seconds
+    with warnings.catch_warnings():  # PyG's import warns about torch.jit.script; not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch_geometric.nn import GATConv, GCNConv  # lazy: importing PyG takes seconds
 
     if kind == "gat":
         return GATConv(in_dim, out_dim, heads=4, concat=False)

@@ -101,12 +101,19 @@ class NodeFeatures:
         return mean.float(), var.float()
 
     @torch.no_grad()
-    def __call__(self, lr: float, train_loss: float, progress: float = 0.0) -> torch.Tensor:
-        """Feature matrix ``[N, F]`` (float32, CPU) for the current weights and gradients."""
+    def grad_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
         zero = torch.zeros(())
-        w_mean, w_var = self._segment_stats([_var_mean(p.detach()) for p in self.tensors])
-        g_mean_seg, g_var_seg = self._segment_stats([
+        return self._segment_stats([
             _var_mean(p.grad.detach().abs()) if p.grad is not None else (zero, zero) for p in self.tensors])
+
+    @torch.no_grad()
+    def __call__(self, lr: float, train_loss: float, progress: float = 0.0,
+                 grad_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Feature matrix ``[N, F]`` (float32, CPU) for the current weights and gradients
+        (or the gradient statistics ``grad_stats`` taken earlier by :meth:`grad_stats`)."""
+        w_mean, w_var = self._segment_stats([_var_mean(p.detach()) for p in self.tensors])
+        g_mean_seg, g_var_seg = grad_stats if grad_stats is not None else self.grad_stats()
 
         n = self.num_nodes
         x = torch.zeros(n, NUM_FEATURES)

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -87,13 +89,15 @@ class GNSScheduler(LRScheduler):
                  total_steps: int | None = None, example_input: Any = None, deterministic: bool = True,
                  lr_min: float = 1e-7, lr_max: float = 1.0, seed: int = 0, progress_feature: bool = True,
                  writer: Any = None, last_epoch: int = -1):
-        if not (isinstance(interval, int) and interval > 0):
+        if not (isinstance(interval, numbers.Integral) and interval > 0):
             raise GNSError(f"interval K must be a positive integer, got {interval!r}.")
-        if progress_feature and not (isinstance(total_steps, int) and total_steps > 0):
+        interval = int(interval)
+        if progress_feature and not (isinstance(total_steps, numbers.Integral) and total_steps > 0):
             raise GNSError("total_steps (the planned number of optimizer steps) must be a positive integer "
                            f"for the agent's progress feature, got {total_steps!r}.")
         if not (0 < lr_min < lr_max and math.isfinite(lr_max)):
             raise GNSError(f"need 0 < lr_min < lr_max, got lr_min={lr_min!r}, lr_max={lr_max!r}.")
+        model = getattr(model, "_orig_mod", model)  # torch.compile: hooks go on the original module
         if not any(True for _ in model.parameters()):
             raise GNSError(f"the model {type(model).__name__} has no parameters.")
         self.model, self.agent = model, agent.eval()
@@ -101,7 +105,8 @@ class GNSScheduler(LRScheduler):
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
         self.progress_feature = progress_feature
         self.fingerprint = agent_fingerprint(agent)
-        if isinstance(writer, (str, bytes)) or hasattr(writer, "__fspath__"):
+        self._own_writer = isinstance(writer, (str, bytes)) or hasattr(writer, "__fspath__")
+        if self._own_writer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(writer))
@@ -115,14 +120,51 @@ class GNSScheduler(LRScheduler):
         self.last_value: float | None = None
         self.last_loss: float | None = None
         self._graph = self._structure = self._features = None
+        self._grad_stats = None
         self._example = example_input
-        self._hook = None
-        if example_input is None:
-            self._hook = model.register_forward_pre_hook(self._capture, with_kwargs=True)
-        self._hook_loss: torch.Tensor | None = None
-        self._loss_hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
-        self._step_hook = optimizer.register_step_post_hook(self._on_optimizer_step)
+        self._hook_losses: list[torch.Tensor] = []
+        self._building = False
+        self._warned: set[str] = set()
+        self.optimizer = optimizer
+        self._register_hooks(capture=example_input is None)
         super().__init__(optimizer, last_epoch)
+
+    def _register_hooks(self, capture: bool) -> None:
+        m, o = self.model, self.optimizer
+        self._hook = m.register_forward_pre_hook(_Hook(self, "_capture"), with_kwargs=True) if capture else None
+        self._loss_hook = m.register_forward_hook(_Hook(self, "_read_loss"), with_kwargs=True)
+        self._pre_step_hook = o.register_step_pre_hook(_Hook(self, "_before_optimizer_step"))
+        self._step_hook = o.register_step_post_hook(_Hook(self, "_on_optimizer_step"))
+
+    def close(self) -> None:
+        """Remove the scheduler's hooks from the model and optimizer and close a TensorBoard
+        writer it opened itself. The scheduler must not be stepped afterwards."""
+        for name in ("_hook", "_loss_hook", "_pre_step_hook", "_step_hook"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.remove()
+                setattr(self, name, None)
+        if self.writer is not None and self._own_writer:
+            self.writer.close()
+
+    def __getstate__(self) -> dict:
+        # Hook handles and writers do not pickle; they are re-created on unpickling, so a
+        # scheduler saved whole with torch.save (or deep-copied) keeps scheduling.
+        state = self.__dict__.copy()
+        state["_capture_pending"] = self._hook is not None
+        state["_writer_dir"] = getattr(self.writer, "log_dir", None) if self.writer is not None else None
+        for name in ("_hook", "_loss_hook", "_pre_step_hook", "_step_hook", "writer"):
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        capture, writer_dir = state.pop("_capture_pending"), state.pop("_writer_dir")
+        self.__dict__.update(state)
+        self._register_hooks(capture)
+        if writer_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer, self._own_writer = SummaryWriter(writer_dir), True
 
     # ---------------------------------------------------------------- hooks
     def _capture(self, module, args, kwargs):
@@ -131,10 +173,18 @@ class GNSScheduler(LRScheduler):
         self._hook = None
 
     def _read_loss(self, module, args, kwargs, output):
-        # Hugging Face models return their loss on the output: use it when step() gets none.
+        # Hugging Face models return their loss on the output: used when step() gets none
+        # (every micro-batch's, under gradient accumulation).
         loss = getattr(output, "loss", None)
-        if isinstance(loss, torch.Tensor) and module.training:
-            self._hook_loss = loss.detach().float().mean()
+        if isinstance(loss, torch.Tensor) and module.training and not self._building:
+            self._hook_losses.append(loss.detach())
+
+    def _before_optimizer_step(self, optimizer, args, kwargs):
+        # The step that completes a window: read gradient statistics now, where gradients
+        # surely exist (a loop may clear them before calling scheduler.step()).
+        if (self.optimizer_steps + 1) % self.interval == 0 and (self._graph is not None or self._example is not None):
+            self._ensure_graph()
+            self._grad_stats = self._features.grad_stats()
 
     def _on_optimizer_step(self, optimizer, args, kwargs):
         self.optimizer_steps += 1
@@ -172,10 +222,12 @@ class GNSScheduler(LRScheduler):
         micro-batch) only add their loss to the window.
         """
         self._step_count += 1
-        if loss is None:
-            loss, self._hook_loss = self._hook_loss, None
+        hook_losses, self._hook_losses = self._hook_losses, []
         if loss is not None:
             self.observe(loss)
+        else:
+            for value in hook_losses:
+                self.observe(value)
         new_steps = self.optimizer_steps - self._counted_steps
         self._counted_steps = self.optimizer_steps
         for _ in range(new_steps):
@@ -198,8 +250,12 @@ class GNSScheduler(LRScheduler):
             raise GNSError("GNSScheduler has not seen a forward pass of the model; pass example_input= "
                            "or call the model before the first decision.")
         was_training = self.model.training
-        with torch.random.fork_rng(devices=[]):  # graph extraction must not move the user's RNG
-            self._graph = build_graph(self.model, self._example)
+        self._building = True
+        try:
+            with torch.random.fork_rng(devices=[]):  # graph extraction must not move the user's RNG
+                self._graph = build_graph(self.model, self._example)
+        finally:
+            self._building = False
         self.model.train(was_training)
         self._structure = BlockStructure.from_graph(self._graph)
         self._features = NodeFeatures(self.model, self._graph)
@@ -209,9 +265,17 @@ class GNSScheduler(LRScheduler):
     def _decide(self) -> None:
         self._ensure_graph()
         loss = self._window_mean()
+        if not self._window_losses:
+            self._warn_once("loss", "GNSScheduler got no training loss in a window: pass it to step(loss) or "
+                                    "observe(loss); the loss feature is missing meanwhile.")
+        if self.progress_feature and self.last_epoch > self.total_steps:
+            self._warn_once("total", f"GNSScheduler: step {self.last_epoch} is past total_steps={self.total_steps}; "
+                                     "the progress feature stays at 1.")
         lr = _lr_value(self.optimizer.param_groups[0]["lr"])
         progress = min(1.0, self.last_epoch / self.total_steps) if self.progress_feature else 0.0
-        x = torch.nan_to_num(self._features(lr, loss, progress), nan=0.0, posinf=10.0, neginf=-10.0)
+        x = self._features(lr, loss, progress, grad_stats=self._grad_stats)
+        self._grad_stats = None
+        x = torch.nan_to_num(x, nan=0.0, posinf=10.0, neginf=-10.0)
         mu, value = self.agent(x, self._structure)
         a = mu if self.deterministic else mu + self.agent.cfg.sigma * torch.randn(mu.shape, generator=self.generator)
         a = float(a.clamp(-0.5, 0.5))
@@ -223,6 +287,11 @@ class GNSScheduler(LRScheduler):
                 self.writer.add_scalar(f"gnsched/{tag}", v, self.last_epoch)
         self.decisions += 1
         self._window_losses = []
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
 
     def _window_mean(self) -> float:
         if not self._window_losses:
@@ -265,7 +334,30 @@ class GNSScheduler(LRScheduler):
         self.last_epoch, self.decisions = state["last_epoch"], state["decisions"]
         self.optimizer_steps = self._counted_steps = state["counted_steps"]
         self._window_losses = list(state["window_losses"])
-        self.total_steps = state["total_steps"]
+        if state["total_steps"] != self.total_steps:
+            warnings.warn(f"GNSScheduler.load_state_dict: the checkpoint planned total_steps={state['total_steps']}, "
+                          f"this scheduler {self.total_steps}; keeping {self.total_steps}.", stacklevel=2)
         self.last_action, self.last_value = state["last_action"], state["last_value"]
         self.generator.set_state(state["rng"])
         self._last_lr = self.get_lr()
+
+
+class _Hook:
+    """Calls a scheduler method through a weak reference. The model and optimizer hold only
+    these, so they never keep a scheduler alive, and a copy or pickle of them carries a
+    no-op instead (a copied model is not scheduled by this scheduler)."""
+
+    def __init__(self, owner: GNSScheduler, method: str):
+        self._ref, self._method = weakref.ref(owner), method
+
+    def __call__(self, *args, **kwargs):
+        owner = self._ref()
+        return None if owner is None else getattr(owner, self._method)(*args, **kwargs)
+
+    def __reduce__(self):
+        return (_NoOpHook, ())
+
+
+class _NoOpHook:
+    def __call__(self, *args, **kwargs):
+        return None
