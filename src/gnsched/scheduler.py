@@ -296,8 +296,15 @@ class GNSScheduler(LRScheduler):
     def _window_mean(self) -> float:
         if not self._window_losses:
             return float("nan")
-        return float(sum(float(v.float().mean()) if isinstance(v, torch.Tensor) else v
-                         for v in self._window_losses) / len(self._window_losses))
+        # One stack and one sum for the whole window instead of a float() per step. Summed in
+        # float64, where sums of float32 losses are exact: a resumed window (floats from the
+        # state dict) gives the same mean as an uninterrupted one (tensors).
+        values = [v.detach().float().mean() if isinstance(v, torch.Tensor) and v.dim() else v
+                  for v in self._window_losses]
+        tensors = [v.float().cpu() for v in values if isinstance(v, torch.Tensor)]
+        total = float(torch.stack(tensors).double().sum()) if tensors else 0.0
+        total += sum(v for v in values if not isinstance(v, torch.Tensor))
+        return total / len(values)
 
     @property
     def graph(self):
