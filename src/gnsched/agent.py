@@ -94,6 +94,15 @@ class GNSAgent(nn.Module):
     def distribution(self, mu: torch.Tensor) -> Normal:
         return Normal(mu, torch.full_like(mu, self.cfg.sigma))
 
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, s: BlockStructure, deterministic: bool = True,
+            generator: torch.Generator | None = None) -> tuple[float, float, float]:
+        """One decision for state ``obs [N, F]``: (action, its log-probability, value).
+        ``deterministic`` takes the policy mean, else samples ``a ~ N(mu, sigma²)``."""
+        mu, value = self(obs, s)
+        a = mu if deterministic else mu + self.cfg.sigma * torch.randn(mu.shape, generator=generator)
+        return float(a), float(self.distribution(mu).log_prob(a)), float(value)
+
     def param_groups(self, actor_lr: float, critic_lr: float) -> list[dict]:
         """Adam groups: encoder + actor at ``actor_lr``, critic at ``critic_lr`` (§5.1)."""
         actor = list(self.encoder.parameters()) + list(self.actor.parameters())
@@ -143,7 +152,7 @@ class GNSAgent(nn.Module):
         if not isinstance(meta.get("agent"), dict):
             raise GNSError(f"agent config {meta_file} has no 'agent' section (a JSON object).")
         try:
-            agent = cls(from_dict(AgentConfig, meta["agent"], strict=True), in_dim=int(meta["in_dim"]))
+            agent = cls(from_dict(AgentConfig, meta["agent"]), in_dim=int(meta["in_dim"]))
         except GNSError as e:
             raise GNSError(f"agent config {meta_file} is invalid: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

@@ -178,11 +178,10 @@ class TrainConfig:
         return asdict(self)
 
 
-def from_dict(cls, data: dict, strict: bool = False):
-    """Build a (flat) config dataclass from a dict. ``strict``: every field present, no other key."""
+def from_dict(cls, data: dict):
+    """Build a (flat) config dataclass from a dict holding exactly its fields."""
     names = {f.name for f in fields(cls)}
-    if strict:
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
-        require(not unknown and not missing,
-                f"{cls.__name__} fields do not match (unknown: {unknown or 'none'}, missing: {missing or 'none'}).")
-    return cls(**{k: v for k, v in data.items() if k in names})
+    unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+    require(not unknown and not missing,
+            f"{cls.__name__} fields do not match (unknown: {unknown or 'none'}, missing: {missing or 'none'}).")
+    return cls(**data)

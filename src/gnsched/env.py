@@ -89,7 +89,10 @@ class SchedulingEnv(gym.Env):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, task: Task, cfg: EnvConfig | None = None, epochs: int | None = None, seed: int = 0):
+    def __init__(self, task: Task, cfg: EnvConfig | None = None, epochs: int | None = None, seed: int = 0,
+                 graph: ModelGraph | None = None):
+        """``graph``: the task model's graph, when already extracted (it is the same for
+        every run of a task), else it is built from a fresh model."""
         self.task = task
         self.cfg = cfg or EnvConfig()
         self.cfg.validate()
@@ -101,9 +104,10 @@ class SchedulingEnv(gym.Env):
             raise GNSError(f"an episode of {self.total_steps} steps ({self.epochs} epochs) is shorter than two "
                            f"decision intervals (K = {self.interval}); lower K or add epochs.")
         self._seed = seed
-        torch.manual_seed(seed)
-        probe = task.make_model()
-        self.graph: ModelGraph = build_graph(probe, task.example_input())
+        if graph is None:
+            torch.manual_seed(seed)
+            graph = build_graph(task.make_model(), task.example_input())
+        self.graph: ModelGraph = graph
         self.structure = BlockStructure.from_graph(self.graph)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.graph.num_nodes, NUM_FEATURES), np.float32)
         self.action_space = gym.spaces.Box(ACTION_LOW, ACTION_HIGH, (1,), np.float32)

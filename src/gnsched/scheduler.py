@@ -47,7 +47,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .agent import GNSAgent
 from .encoder import BlockStructure
-from .env import apply_action
+from .env import ACTION_HIGH, ACTION_LOW, apply_action
 from .errors import GNSError
 from .features import NodeFeatures
 from .graph import Inputs, build_graph
@@ -276,11 +276,10 @@ class GNSScheduler(LRScheduler):
         x = self._features(lr, loss, progress, grad_stats=self._grad_stats)
         self._grad_stats = None
         x = torch.nan_to_num(x, nan=0.0, posinf=10.0, neginf=-10.0)
-        mu, value = self.agent(x, self._structure)
-        a = mu if self.deterministic else mu + self.agent.cfg.sigma * torch.randn(mu.shape, generator=self.generator)
-        a = float(a.clamp(-0.5, 0.5))
+        a, _, value = self.agent.act(x, self._structure, self.deterministic, self.generator)
+        a = min(max(a, ACTION_LOW), ACTION_HIGH)
         apply_action(self.optimizer, a, self.lr_min, self.lr_max)
-        self.last_action, self.last_value, self.last_loss = a, float(value), loss
+        self.last_action, self.last_value, self.last_loss = a, value, loss
         if self.writer is not None:
             new_lr = _lr_value(self.optimizer.param_groups[0]["lr"])
             for tag, v in (("lr", new_lr), ("action", a), ("value", float(value)), ("train_loss", loss)):

@@ -28,8 +28,8 @@ from .agent import GNSAgent
 from .config import TrainConfig
 from .env import SchedulingEnv, spread_rewards
 from .errors import GNSError
-from .ppo import Rollout, make_optimizer, ppo_update
 from .hypergradient import AdamHD
+from .ppo import Rollout, make_optimizer, ppo_update
 from .schedules import WarmupDecayLR, WarmupStableDecayLR
 from .target import RunRecord, TargetRun
 from .tasks import Task
@@ -48,18 +48,6 @@ class EpisodeLog:
     ppo: dict = field(default_factory=dict)
 
 
-@torch.no_grad()
-def act(agent: GNSAgent, obs: torch.Tensor, env: SchedulingEnv, deterministic: bool,
-        generator: torch.Generator | None = None) -> tuple[float, float, float]:
-    """One decision: (action, log-probability, value) for state ``obs [N, F]``."""
-    mu, value = agent(obs, env.structure)
-    if deterministic:
-        a = mu
-    else:
-        a = mu + agent.cfg.sigma * torch.randn(mu.shape, generator=generator)
-    return float(a), float(agent.distribution(mu).log_prob(a)), float(value)
-
-
 def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: torch.Generator,
                     lr: float | None = None) -> tuple[Rollout, dict]:
     """Run one episode with the stochastic policy; rewards by Eq. 3 (scaled)."""
@@ -68,7 +56,7 @@ def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: t
     done = False
     while not done:
         x = torch.as_tensor(obs)
-        a, lp, v = act(agent, x, env, deterministic=False, generator=generator)
+        a, lp, v = agent.act(x, env.structure, deterministic=False, generator=generator)
         obs, _, done, _, info = env.step([a])
         rollout.obs.append(x)
         rollout.actions.append(a)
@@ -151,24 +139,24 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
     best = None
     scores: list[float] = []
     for lr0 in lrs:
-        env = probe if best is None else SchedulingEnv(task, cfg.env, cfg.epochs, seed=seed)
+        env = probe if best is None else SchedulingEnv(task, cfg.env, cfg.epochs, seed=seed, graph=probe.graph)
         obs, _ = env.reset(seed=seed, options={"lr": lr0})
         done = False
         for _ in range(t_pre if len(lrs) > 1 else 0):
-            a, _, _ = act(agent, torch.as_tensor(obs), env, cfg.deterministic, gen)
+            a, _, _ = agent.act(torch.as_tensor(obs), env.structure, cfg.deterministic, gen)
             obs, _, done, _, _ = env.step([a])
             if done:
                 break
         score = -math.inf
         if not done and len(lrs) > 1:
-            value = act(agent, torch.as_tensor(obs), env, True)[2]
+            value = agent.act(torch.as_tensor(obs), env.structure)[2]
             score = env.cfg.reward_scale * task.evaluate(env.run.model, "val") + value
         scores.append(score)
         if best is None or score > best[0]:
             best = (score, env, obs, done)
     _, env, obs, done = best
     while not done:
-        a, _, _ = act(agent, torch.as_tensor(obs), env, cfg.deterministic, gen)
+        a, _, _ = agent.act(torch.as_tensor(obs), env.structure, cfg.deterministic, gen)
         obs, _, done, _, info = env.step([a])
     rec = env.record
     rec.test_metric = task.evaluate(env.run.model, "test")
