@@ -253,3 +253,10 @@ def test_compiled_model_and_dotted_agent_names(agent, tmp_path):
     path = agent.save(tmp_path / "agent_v1.2")
     assert path.name == "agent_v1.2.safetensors" and (tmp_path / "agent_v1.2.json").exists()
     assert torch.equal(GNSAgent.load(tmp_path / "agent_v1.2").actor[-1].bias, agent.actor[-1].bias)
+
+
+def test_warns_when_the_run_is_shorter_than_one_interval(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match="no decision will be made"):
+        GNSScheduler(opt, model, agent, interval=50, total_steps=16)

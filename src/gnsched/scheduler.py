@@ -100,6 +100,9 @@ class GNSScheduler(LRScheduler):
         model = getattr(model, "_orig_mod", model)  # torch.compile: hooks go on the original module
         if not any(True for _ in model.parameters()):
             raise GNSError(f"the model {type(model).__name__} has no parameters.")
+        if progress_feature and total_steps < interval:
+            warnings.warn(f"GNSScheduler: total_steps={total_steps} is shorter than interval={interval}; "
+                          "no decision will be made (lower interval=).", stacklevel=2)
         self.model, self.agent = model, agent.eval()
         self.interval, self.total_steps = interval, total_steps
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
