@@ -240,3 +240,22 @@ def test_cli_train_and_run_kinds(tmp_path):
     res = runner.invoke(app, ["run", "--agent", str(tmp_path / "ag"), "--schedule", "gns", "--epochs", "2",
                               "--out", str(tmp_path / "r2"), "--quiet"])
     assert res.exit_code == 2 and "is a 'srls' agent; select it with --schedule srls" in res.stderr
+
+
+def test_scheduler_drives_a_baseline_agent():
+    from gnsched.scheduler import GNSScheduler
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = GNSScheduler(opt, model, make_agent("srls", AgentConfig()), interval=2, total_steps=8,
+                         example_input=torch.randn(4, 6))
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    for _ in range(4):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    assert sched.decisions == 2 and abs(sched.last_action) <= 0.1
+    assert opt.param_groups[0]["lr"] != 0.1

@@ -23,7 +23,9 @@ nodes. Xu et al. also feed the validation loss; the observation here carries no
 validation signal (it is measured only with probability p), so SRLS sees training loss
 and lr, as for GNS. The policy sees every architecture through one layer, so an SRLS agent
 transfers across models (as in Xu et al.). Training validates at every decision (p = 1,
-:mod:`gnsched.agent_kinds`).
+:mod:`gnsched.agent_kinds`); the reward is this project's (Eq. 2, the validation-metric
+difference, scaled), not Xu et al.'s validation loss, so that only the state differs from
+GNS.
 
 CSS state (size ``N · (F - 3) + 3``)::
 
