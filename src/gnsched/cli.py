@@ -76,10 +76,10 @@ def _writer(tensorboard: Optional[Path]):
     return SummaryWriter(str(tensorboard))
 
 
-def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Path] = None):
+def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Path] = None, kind: str = "gns"):
     from .train import train_agent
 
-    bar = None if quiet else _progress(cfg.episodes, f"training GNS on {task.name}")
+    bar = None if quiet else _progress(cfg.episodes, f"training {kind.upper()} on {task.name}")
 
     def on_episode(log):
         if bar is not None:
@@ -87,7 +87,7 @@ def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Pa
             bar.set_postfix(val=f"{log.final_val:.4f}", ret=f"{log.episode_return:.1f}", lr0=f"{log.lr0:.1e}")
 
     writer = _writer(tensorboard)
-    agent, logs = train_agent(task, cfg, on_episode=on_episode, writer=writer)
+    agent, logs = train_agent(task, cfg, on_episode=on_episode, writer=writer, kind=kind)
     if writer is not None:
         writer.close()
     if bar is not None:
@@ -95,7 +95,7 @@ def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Pa
     return agent, logs
 
 
-def _compare(task, agent, cfg: TrainConfig, schedules: list[str], lr: float, seeds: int, seed0: int,
+def _compare(task, agents: dict, cfg: TrainConfig, schedules: list[str], lr: float, seeds: int, seed0: int,
              quiet: bool = False):
     from .train import apply_agent, run_schedule
 
@@ -104,8 +104,8 @@ def _compare(task, agent, cfg: TrainConfig, schedules: list[str], lr: float, see
     bar = None if quiet else _progress(len(jobs), "evaluating schedules")
     for sched, k in jobs:
         seed = seed0 + k
-        if sched == "gns":
-            records.append(apply_agent(agent, task, cfg, seed=seed))
+        if sched in agents:  # a learned schedule: its agent
+            records.append(apply_agent(agents[sched], task, cfg, seed=seed))
         else:
             records.append(run_schedule(task, sched, lr, seed=seed, epochs=cfg.epochs))
         if bar is not None:
@@ -189,14 +189,19 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
           threads: int = _THREADS,
           tensorboard: Optional[Path] = typer.Option(None, help="TensorBoard log folder for episode returns "
                                                      "and PPO losses"),
+          agent_kind: str = typer.Option("gns", "--agent-kind", help="agent: gns, frs (gns trained with p = 1), "
+                                         "srls (final layer + MLP, p = 1), css (all nodes concatenated + MLP)"),
           quiet: bool = typer.Option(False, help="no progress bar")):
-    """Train a GNS agent on a task (Algorithm 1) and save it."""
+    """Train a GNS agent (or a baseline agent, --agent-kind) on a task (Algorithm 1) and save it."""
     try:
+        from .agent_kinds import agent_class
+
+        agent_class(agent_kind)  # an unknown kind fails before anything runs
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
         check_output(out)
         task = _task(task_name, data_dir)
         _set_threads(task, threads)
-        agent, logs = _train(task, cfg, quiet, tensorboard)
+        agent, logs = _train(task, cfg, quiet, tensorboard, kind=agent_kind)
         with atomic_output(out) as tmp:
             agent.save(tmp / "agent.safetensors")
             (tmp / "training.json").write_text(json.dumps(
@@ -210,7 +215,8 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
 def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
         schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, "
-                                           "polynomial, wsd, adam-hd, gns (repeat the option)"),
+                                           "polynomial, wsd, adam-hd, and the learned gns, frs, srls, css "
+                                           "(repeat the option)"),
         agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
                                                   "without it, gns trains one first"),
         episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
@@ -234,7 +240,7 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         from .agent import GNSAgent, agent_file
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs,
                       candidates, sample)
-        from .train import SCHEDULES
+        from .train import LEARNED_SCHEDULES, SCHEDULES
 
         bad = [s for s in schedule if s not in SCHEDULES]
         if bad:
@@ -245,23 +251,34 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
             raise GNSError(f"--lr must lie in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}], got {lr!r}.")
         check_output(out, protect=(agent_path,) if agent_path is not None else ())
         agent = GNSAgent.load(agent_path) if agent_path is not None else None
+        learned = [s for s in dict.fromkeys(schedule) if s in LEARNED_SCHEDULES]
+        agents = {}
         if agent is not None:
             cfg.agent = agent.cfg  # the applied agent's own architecture, recorded as such
+            if learned and agent.kind not in learned:
+                raise GNSError(f"--agent {agent_path} is a {agent.kind!r} agent; select it with "
+                               f"--schedule {agent.kind}.")
+            agents[agent.kind] = agent
         task = _task(task_name, data_dir)
         _set_threads(task, threads)
         lr = lr or task.default_lr
-        logs = None
-        if "gns" in schedule and agent is None:
-            agent, logs = _train(task, cfg, quiet)
+        logs: dict = {}
+        for kind in learned:  # learned schedules without a given agent: train one each
+            if kind not in agents:
+                agents[kind], logs[kind] = _train(task, cfg, quiet, kind=kind)
         # Evaluation seeds differ from the training episodes' seeds.
-        records = _compare(task, agent, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
-        wrote_agent = agent is not None and agent_path is None
+        records = _compare(task, agents, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
+        files = {k: "agent.safetensors" if k == "gns" else f"agent-{k}.safetensors" for k in logs}
+        wrote_agent = bool(files)
         with atomic_output(out) as tmp:
-            if wrote_agent:
-                agent.save(tmp / "agent.safetensors")
-            summary = _write_results(tmp, task, cfg, records, logs, {
-                "baseline_lr": lr, "agent_file": str(agent_file(agent_path).resolve()) if agent_path else
-                ("agent.safetensors" if wrote_agent else None)})
+            for kind, name in files.items():
+                agents[kind].save(tmp / name)
+            extra = {"baseline_lr": lr, "agent_file": str(agent_file(agent_path).resolve()) if agent_path else
+                     files.get("gns", next(iter(files.values()), None))}
+            extra.update({f"training_{k}": [vars(l) for l in v] for k, v in logs.items() if k != "gns"})
+            if len(files) > 1 or (files and "gns" not in files):
+                extra["agent_files"] = files
+            summary = _write_results(tmp, task, cfg, records, logs.get("gns"), extra)
         _print_table(task, summary)
         typer.echo(f"results{', agent' if wrote_agent else ''} and plot written to {out}/")
     except GNSError as e:

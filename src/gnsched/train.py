@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from .agent import GNSAgent
+from .agent_kinds import AGENT_KINDS, make_agent_for_task, training_env_config
 from .config import TrainConfig
 from .env import SchedulingEnv, spread_rewards
 from .errors import GNSError
@@ -70,22 +71,26 @@ def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: t
 
 def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
                 on_episode: Callable[[EpisodeLog], None] | None = None,
-                writer=None) -> tuple[GNSAgent, list[EpisodeLog]]:
+                writer=None, kind: str = "gns") -> tuple[GNSAgent, list[EpisodeLog]]:
     """Algorithm 1: train (or continue training) a GNS agent on ``task``.
+
+    ``kind``: the agent built when ``agent`` is None (:mod:`gnsched.agent_kinds`: gns, frs,
+    srls, css); a given agent keeps its own kind. Kinds that validate at every decision
+    (frs, srls) train with p = 1 whatever ``cfg.env.val_prob`` says.
 
     ``writer``: an optional TensorBoard ``SummaryWriter``; per episode it logs the return,
     the final validation metric, the initial learning rate and the PPO statistics.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
-    agent = agent or GNSAgent(cfg.agent)
+    agent = agent or make_agent_for_task(kind, cfg.agent, task)
     agent.eval()
     optimizer = make_optimizer(agent, cfg.ppo)
-    env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
+    env = SchedulingEnv(task, training_env_config(agent, cfg.env), cfg.epochs, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
                     "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
-                    "val_prob": cfg.env.val_prob, "lr_prior": list(task.lr_prior)}
+                    "val_prob": env.cfg.val_prob, "lr_prior": list(task.lr_prior)}
     logs: list[EpisodeLog] = []
     pending: list[Rollout] = []
     for ep in range(cfg.episodes):
@@ -159,6 +164,7 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
         a, _, _ = agent.act(torch.as_tensor(obs), env.structure, cfg.deterministic, gen)
         obs, _, done, _, info = env.step([a])
     rec = env.record
+    rec.name = agent.kind
     rec.test_metric = task.evaluate(env.run.model, "test")
     rec.seconds = time.perf_counter() - t0
     rec.extra.update({"candidates": lrs, "candidate_scores": scores, "t_pre": t_pre if len(lrs) > 1 else 0})
@@ -167,7 +173,9 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
 
 #: Fixed schedules of :func:`run_schedule` (untuned defaults; ``gns`` is the learned one).
 FIXED_SCHEDULES = ("constant", "cosine", "polynomial", "wsd", "adam-hd")
-SCHEDULES = FIXED_SCHEDULES + ("gns",)
+#: Learned schedules: an agent of that kind (:data:`~gnsched.agent_kinds.AGENT_KINDS`).
+LEARNED_SCHEDULES = AGENT_KINDS
+SCHEDULES = FIXED_SCHEDULES + LEARNED_SCHEDULES
 
 
 def _attach_schedule(run: TargetRun, schedule: str, lr: float):
