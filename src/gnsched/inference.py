@@ -92,9 +92,12 @@ class FoldedAgent:
 
 def folded(agent: "GNSAgent") -> FoldedAgent | None:
     """The agent's cached :class:`FoldedAgent`, rebuilt if its weights changed; ``None``
-    when the fast path does not apply (GAT encoder, or weights off the CPU)."""
+    when the fast path does not apply (GAT or baseline encoders, weights off the CPU)."""
+    from .encoder import HierarchicalEncoder
+
     enc = agent.encoder
-    if not enc.dense or enc.type_emb.weight.device.type != "cpu":
+    # Exactly the GCN hierarchy: baseline agents (SRLS, CSS) bring encoders of their own.
+    if type(enc) is not HierarchicalEncoder or not enc.dense or enc.type_emb.weight.device.type != "cpu":
         return None
     cached = agent.__dict__.get("_folded")
     if cached is None or [t._version for t in cached.tensors] != cached.versions:
