@@ -91,13 +91,13 @@ def play_episode(env: SchedulingEnv, agent: GNSAgent, run_seed: int, episode: in
 class EpisodeWorker:
     """Plays episodes of one task; in-process or as a Ray actor (then with its own agent copy)."""
 
-    def __init__(self, task: Task | Callable[[], Task], cfg: TrainConfig, agent_cfg: AgentConfig, in_dim: int,
-                 threads: int | None = None):
-        task = task if isinstance(task, Task) else task()
+    def __init__(self, task: SchedulingEnv | Callable[[], Task], cfg: TrainConfig, agent_cfg: AgentConfig,
+                 in_dim: int, threads: int | None = None):
+        """``task``: the environment to play in, or a factory of the task to build it from."""
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg
-        self.env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
+        self.env = task if isinstance(task, SchedulingEnv) else SchedulingEnv(task(), cfg.env, cfg.epochs, seed=cfg.seed)
         self.agent = GNSAgent(agent_cfg, in_dim=in_dim).eval()
 
     def play(self, weights: dict | None, episodes: list[int]) -> list[EpisodeResult]:
@@ -117,10 +117,9 @@ class EpisodeWorker:
 class LocalCollector:
     """Episodes one after another in this process, acting with the driver's own agent."""
 
-    def __init__(self, task: Task, cfg: TrainConfig, agent: GNSAgent):
-        self.worker = EpisodeWorker(task, cfg, agent.cfg, agent.in_dim)
+    def __init__(self, env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent):
+        self.worker = EpisodeWorker(env, cfg, agent.cfg, agent.in_dim)
         self.worker.agent = agent
-        self.env = self.worker.env
 
     def collect(self, agent: GNSAgent, episodes: list[int]) -> list[EpisodeResult]:
         self.worker.agent = agent
@@ -145,7 +144,7 @@ class RayCollector:
     starts a local Ray instance with ``workers`` CPUs (and shuts it down in :meth:`close`).
     """
 
-    def __init__(self, task: Task, cfg: TrainConfig, agent: GNSAgent, task_factory: Callable[[], Task]):
+    def __init__(self, env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent, task_factory: Callable[[], Task]):
         import ray
         from ray.util import ActorPool
 
@@ -169,10 +168,9 @@ class RayCollector:
                 raise GNSError(f"{par.workers} workers need {need:g} {res}s but the Ray cluster has "
                                f"{have.get(res, 0.0):g}; lower --workers or --gpus-per-worker.")
         actor = ray.remote(num_cpus=1, num_gpus=par.gpus_per_worker or 0)(EpisodeWorker)
-        threads = task.threads
+        threads = env.task.threads
         self.actors = [actor.remote(task_factory, cfg, agent.cfg, agent.in_dim, threads) for _ in range(par.workers)]
         self.pool = ActorPool(self.actors)
-        self.env = None
         self._ray = ray
 
     def collect(self, agent: GNSAgent, episodes: list[int]) -> list[EpisodeResult]:
@@ -191,17 +189,18 @@ class RayCollector:
             self._started = False
 
 
-def make_collector(task: Task, cfg: TrainConfig, agent: GNSAgent,
+def make_collector(env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent,
                    task_factory: Callable[[], Task] | None = None):
     """The collector for ``cfg.parallel``: Ray actors for ``workers > 1`` when Ray is
     installed, else in-process (with a warning when workers were asked for)."""
     workers = cfg.parallel.workers
     if workers == 1 and not cfg.parallel.address:
-        return LocalCollector(task, cfg, agent)
+        return LocalCollector(env, cfg, agent)
     if not ray_available():
         log.warning("Ray is not installed (pip install gnsched[ray]); running the %d workers' episodes "
                     "in-process, one after another", workers)
-        return LocalCollector(task, cfg, agent)
+        return LocalCollector(env, cfg, agent)
+    task = env.task
     if task_factory is None:
         from .tasks import TASKS, TASKS_WITH_FILES, get_task
 
@@ -211,7 +210,7 @@ def make_collector(task: Task, cfg: TrainConfig, agent: GNSAgent,
         import functools
 
         task_factory = functools.partial(get_task, task.name)
-    return RayCollector(task, cfg, agent, task_factory)
+    return RayCollector(env, cfg, agent, task_factory)
 
 
 __all__ = ["EpisodeResult", "EpisodeWorker", "LocalCollector", "RayCollector", "episode_seeds", "make_collector",

@@ -93,7 +93,8 @@ def _restore(state: dict, task: Task, cfg: TrainConfig, agent: GNSAgent | None) 
 def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
                 on_episode: Callable[[EpisodeLog], None] | None = None,
                 writer=None, *, task_factory: Callable[[], Task] | None = None,
-                checkpoint_dir: str | Path | None = None) -> tuple[GNSAgent, list[EpisodeLog]]:
+                checkpoint_dir: str | Path | None = None,
+                checkpoint_meta: dict | None = None) -> tuple[GNSAgent, list[EpisodeLog]]:
     """Algorithm 1: train (or continue training) a GNS agent on ``task``.
 
     Episodes are played in batches of ``cfg.episodes_per_update()`` with the same policy
@@ -103,7 +104,8 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
 
     ``checkpoint_dir``: after every PPO update the full training state is written there
     (:mod:`gnsched.checkpoint`); if it already holds a checkpoint, training continues from
-    it (the config must be the same, apart from ``parallel``).
+    it (the config must be the same, apart from ``parallel``). ``checkpoint_meta`` is stored
+    with it as ``state["meta"]`` (the CLI keeps the data folder there).
     ``writer``: an optional TensorBoard ``SummaryWriter``; per episode it logs the return,
     the final validation metric, the initial learning rate and the PPO statistics.
     """
@@ -123,8 +125,10 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
         gen.set_state(state["rng"]["ppo"])
         torch.set_rng_state(state["rng"]["torch"])
         logs = [EpisodeLog(**d) for d in state["logs"]]
-    collector = make_collector(task, cfg, agent, task_factory)
-    env = collector.env or SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
+    if len(logs) >= cfg.episodes:  # a finished run: nothing to play
+        return agent, logs
+    env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)  # checks the config before workers start
+    collector = make_collector(env, cfg, agent, task_factory)
     if not state:
         agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
                         "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
@@ -153,7 +157,7 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
                     "agent_cfg": asdict(agent.cfg), "in_dim": agent.in_dim, "recipe": agent.recipe,
                     "optimizer": optimizer.state_dict(),
                     "rng": {"ppo": gen.get_state(), "torch": torch.get_rng_state()},
-                    "logs": [vars(l) for l in logs]})
+                    "logs": [vars(l) for l in logs], "meta": checkpoint_meta or {}})
             for log in new:
                 if writer is not None:
                     scalars = {"episode/return": log.episode_return, "episode/final_val": log.final_val,
