@@ -52,8 +52,8 @@ class EnvConfig:
 
     def validate(self) -> None:
         if self.interval is not None:
-            require(isinstance(self.interval, int) and self.interval > 0,
-                    f"interval K must be a positive integer, got {self.interval!r}.")
+            require(isinstance(self.interval, int) and 0 < self.interval <= 10**9,
+                    f"interval K must be an integer in 1..1e9, got {self.interval!r}.")
         _finite("val_prob p", self.val_prob)
         require(0.0 < self.val_prob <= 1.0,
                 f"val_prob p must lie in (0, 1], got {self.val_prob!r}.")
