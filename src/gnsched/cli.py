@@ -212,7 +212,9 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         if out is None:
             raise GNSError("give --out DIR for a new training run, or --resume DIR to continue one.")
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
-        cfg.ppo.episodes_per_update, cfg.env.rollback, cfg.parallel = episodes_per_update, rollback, par
+        # episodes per update: one per worker unless given; stored, so a resume keeps it
+        cfg.ppo.episodes_per_update = workers if episodes_per_update is None else episodes_per_update
+        cfg.env.rollback, cfg.parallel = rollback, par
         cfg.validate()
         out = check_output(out)
         if partial_dir(out).exists():

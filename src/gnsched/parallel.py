@@ -174,8 +174,18 @@ class RayCollector:
         self._ray = ray
 
     def collect(self, agent: GNSAgent, episodes: list[int]) -> list[EpisodeResult]:
+        from ray.exceptions import RayActorError, RayTaskError
+
         weights = self._ray.put({k: v.detach().cpu() for k, v in agent.state_dict().items()})
-        results = self.pool.map(lambda a, ep: a.play.remote(weights, [ep]), episodes)
+        try:
+            results = list(self.pool.map(lambda a, ep: a.play.remote(weights, [ep]), episodes))
+        except RayTaskError as e:
+            if isinstance(getattr(e, "cause", None), GNSError):  # a user error met on a worker
+                raise GNSError(str(e.cause)) from None
+            raise
+        except RayActorError as e:
+            raise GNSError(f"a Ray worker died ({type(e).__name__}); the last checkpoint (if any) is kept, "
+                           "continue with gnsched train --resume.") from None
         return [r for batch in results for r in batch]  # map keeps the episodes' order
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -113,6 +113,8 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
     from .parallel import make_collector
 
     cfg.validate()
+    # Pin the batch size now, so that a resumed run keeps it whatever its worker count.
+    cfg = replace(cfg, ppo=replace(cfg.ppo, episodes_per_update=cfg.episodes_per_update()))
     state = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     torch.manual_seed(cfg.seed)
     agent = _restore(state, task, cfg, agent) if state else (agent or GNSAgent(cfg.agent))
