@@ -84,7 +84,8 @@ TRAIN_OPTIONS = {"--episodes": (False, ()), "--epochs": (False, ()), "--seed": (
                  "--interval": (False, ()), "--val-prob": (True, ()), "--lr-min": (True, ()),
                  "--lr-max": (True, ()), "--sigma": (True, ()), "--ppo-epochs": (False, ()),
                  "--episodes-per-update": (False, ()), "--workers": (False, ()),
-                 "--gpus-per-worker": (True, ("0",)), "--threads": (False, ("0",))}
+                 "--gpus-per-worker": (True, ("0",)), "--threads": (False, ("0",)),
+                 "--max-rollbacks": (False, ("0",))}
 RUN_OPTIONS = {"--seeds": (False, ()), "--lr": (True, ()), "--candidates": (False, ())}
 DEMO_OPTIONS = {"--episodes": (False, ()), "--epochs": (False, ()), "--seeds": (False, ()),
                 "--seed": (False, ("0",)), "--threads": (False, ("0",))}

@@ -60,3 +60,12 @@ def test_episode_seeds_depend_on_seed_and_index_only():
     assert episode_seeds(3, 1) == episode_seeds(3, 1)
     seeds = {episode_seeds(s, i) for s in range(3) for i in range(50)}
     assert len(seeds) == 150 and all(0 <= n < 2**63 for _, n in seeds)
+
+
+def test_without_ray_workers_run_in_process(digits_task, in_process, monkeypatch, caplog):
+    import gnsched.parallel as par
+
+    monkeypatch.setattr(par, "ray_available", lambda: False)
+    agent, _ = train_agent(digits_task, _cfg(workers=2))
+    assert "Ray is not installed" in caplog.text
+    assert _same_agent(agent, in_process[0])

@@ -69,10 +69,18 @@ def test_sigkill_then_resume_gives_the_uninterrupted_agent(tmp_path, digits_task
 
 def test_new_run_refuses_to_overwrite_an_interrupted_one(tmp_path):
     out = tmp_path / "agent"
-    partial_dir(out).mkdir()
-    (partial_dir(out) / PARTIAL_MARKER).write_text("")
+    save_checkpoint(partial_dir(out), {"episode": 1})
     res = CliRunner().invoke(app, [*TRAIN, "--out", str(out)])
     assert res.exit_code == 2 and "--resume" in res.output and not out.exists()
+
+
+def test_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    out = tmp_path / "agent"
+    partial_dir(out).mkdir()
+    (partial_dir(out) / PARTIAL_MARKER).write_text("")  # no checkpoint.pt: nothing to resume
+    res = CliRunner().invoke(app, [*TRAIN[:-1], "--episodes", "1", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (out / "agent.safetensors").is_file() and not partial_dir(out).exists()
 
 
 def test_resume_without_a_run(tmp_path):

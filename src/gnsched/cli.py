@@ -192,6 +192,7 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
           episodes_per_update: Optional[int] = typer.Option(None, help="episodes per PPO update (default: --workers)"),
           rollback: bool = typer.Option(False, help="on a NaN/Inf loss or metric, restore the last good window "
                                         "and halve the lr instead of ending the episode"),
+          max_rollbacks: int = typer.Option(3, help="rollbacks allowed per episode with --rollback"),
           workers: int = typer.Option(1, help="episodes played at once; > 1 runs them on Ray workers"),
           address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start Ray locally)"),
           gpus_per_worker: float = typer.Option(0.0, help="GPUs reserved per Ray worker"),
@@ -214,9 +215,10 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
         # episodes per update: one per worker unless given; stored, so a resume keeps it
         cfg.ppo.episodes_per_update = workers if episodes_per_update is None else episodes_per_update
-        cfg.env.rollback, cfg.parallel = rollback, par
+        cfg.env.rollback, cfg.env.max_rollbacks, cfg.parallel = rollback, max_rollbacks, par
         cfg.validate()
         out = check_output(out)
+        _drop_empty_partial(out)
         if partial_dir(out).exists():
             raise GNSError(f"an interrupted training run of {out} exists ({partial_dir(out)}); continue it with "
                            f"--resume {out} or delete that folder.")
@@ -225,6 +227,17 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         _train_to(out, task, cfg, data_dir, quiet, tensorboard)
     except GNSError as e:
         _fail(str(e))
+
+
+def _drop_empty_partial(out: Path) -> None:
+    """Remove ``partial_dir(out)`` if a run was killed before its first checkpoint (nothing to resume)."""
+    import shutil
+
+    from .checkpoint import CHECKPOINT, PARTIAL_MARKER
+
+    work = partial_dir(out)
+    if (work / PARTIAL_MARKER).is_file() and not (work / CHECKPOINT).is_file():
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _train_to(out: Path, task, cfg: TrainConfig, data_dir: Optional[Path], quiet: bool,

@@ -182,7 +182,9 @@ class TrainConfig:
         episodes: number of training runs of the target network used to train the agent
             (30 in the paper for ResNets).
         epochs: target-network epochs per episode (``None``: the task's default).
-        seed: base seed; episode ``i`` uses ``seed + i`` for data order and model init.
+        seed: base seed; every random choice of episode ``i`` (initial lr, model init, data
+            order, action noise) derives from ``(seed, i)`` (``gnsched.parallel.episode_seeds``).
+        parallel: where episodes run (:class:`ParallelConfig`); does not change the result.
         candidates: initial learning rates sampled when the agent is applied (§4.3).
         pre_fraction: T_pre as a fraction of T for that selection.
         deterministic: apply the policy mean (True) or sample actions.
