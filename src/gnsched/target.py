@@ -45,6 +45,8 @@ class TargetRun:
         torch.manual_seed(seed)
         self.model = task.make_model()
         self.model.train()
+        #: where the task put the model (a task that uses the GPU builds its model there)
+        self.device = next(self.model.parameters()).device
         self.optimizer = task.make_optimizer(self.model, lr)
         self.total_steps = epochs * task.steps_per_epoch()
         self.step_count = 0
@@ -57,15 +59,15 @@ class TargetRun:
         """The global learning rate (the first param group's)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n, bs = len(self.task.splits.train_y), self.task.batch_size
+    def _next_batch(self):
+        n, bs = self.task.num_train(), self.task.batch_size
         if self._pos >= n:
             self._pos = 0
         if self._pos == 0:
             self._order = torch.randperm(n, generator=self._gen)
         idx = self._order[self._pos:self._pos + bs]
         self._pos += bs
-        return self.task.splits.train_x[idx], self.task.splits.train_y[idx]
+        return self.task.batch(idx)
 
     def train(self, steps: int, scheduler=None) -> tuple[float, bool]:
         """Run ``steps`` optimizer steps; returns (mean training loss, diverged).
@@ -74,12 +76,12 @@ class TargetRun:
         are still there for the node features. A non-finite loss stops the window before
         the bad gradient is applied and reports ``diverged = True``.
         """
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         done = 0
         for _ in range(steps):
-            x, y = self._next_batch()
+            batch = self._next_batch()
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task.loss(self.model(x), y)
+            loss = self.task.compute_loss(self.model, batch)
             if not torch.isfinite(loss):
                 return float("nan"), True
             loss.backward()
