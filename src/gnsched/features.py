@@ -17,8 +17,8 @@ Scale-free transforms so that one agent works across model sizes and tasks:
 logarithmically. The operator-type embedding is added by the encoder.
 
 Cost: a two-pass mean / variance per parameter tensor and per gradient (no copy of the
-model), pooled exactly per node in float64; computed once per decision, never per
-training step.
+model; one pass through the norms for tensors of 2^18+ elements), pooled exactly per node
+in float64; computed once per decision, never per training step.
 """
 from __future__ import annotations
 
@@ -48,10 +48,31 @@ def slog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(x.abs() / _SLOG_EPS) / math.log1p(1.0 / _SLOG_EPS)
 
 
-def _var_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(variance, mean) in two passes: exact where E[x²] - E[x]² would cancel (norm weights
-    near 1), and on CPU ~7× faster than ``torch.var_mean``."""
+#: Tensors with at least this many elements take the one-pass moments of :func:`_var_mean`.
+FAST_MOMENTS_NUMEL = 1 << 18
+
+
+def _var_mean(t: torch.Tensor, absolute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(variance, mean) of ``t`` (of ``|t|`` with ``absolute``).
+
+    Two passes, exact where ``E[x²] - E[x]²`` would cancel (norm weights near 1), and on CPU
+    ~7× faster than ``torch.var_mean``. Large tensors (>= :data:`FAST_MOMENTS_NUMEL`
+    elements and 2+ dimensions, e.g. a transformer's word embeddings) first try the moments from the 1- and
+    2-norms, which read the tensor without allocating temporaries (8× faster on MiniLM's
+    22.7 M parameters), and fall back to two passes when the variance is below 1e-3 of the
+    squared mean (where the cancellation would cost digits).
+    """
     t = t.float()
+    if t.numel() >= FAST_MOMENTS_NUMEL and t.dim() >= 2:
+        n, rows = t.numel(), t.reshape(t.shape[0], -1)  # per-row float32 sums, rows summed in float64
+        s1 = (torch.linalg.vector_norm(rows, 1, dim=1) if absolute else rows.sum(1)).double().sum()
+        s2 = torch.linalg.vector_norm(rows, 2, dim=1).double().square().sum()
+        mean = s1 / n
+        var = s2 / n - mean * mean
+        if float(var) > 1e-3 * float(mean * mean):
+            return var.float(), mean.float()
+    if absolute:
+        t = t.abs()
     mean = t.mean()
     return (t - mean).square().mean(), mean
 
@@ -105,7 +126,7 @@ class NodeFeatures:
         """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
         zero = torch.zeros(())
         return self._segment_stats([
-            _var_mean(p.grad.detach().abs()) if p.grad is not None else (zero, zero) for p in self.tensors])
+            _var_mean(p.grad.detach(), absolute=True) if p.grad is not None else (zero, zero) for p in self.tensors])
 
     @torch.no_grad()
     def __call__(self, lr: float, train_loss: float, progress: float = 0.0,
