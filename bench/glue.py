@@ -78,9 +78,9 @@ def _grids(lr: tuple, eta1: tuple, power: tuple, beta: tuple) -> dict[str, dict[
 
 
 PROFILES = {
-    # smoke GLUE profile (4 steps of 32 tokens per run), 2-point grids, 1 seed, 2 agent episodes
-    "quick": Profile("smoke", ("RTE", "MRPC"), seeds=1, episodes=2,
-                     grids=_grids((2e-5, 1e-4), (0.0,), (1.0,), (1e-8,)), plots=("RTE", "MRPC")),
+    # smoke GLUE profile (4 steps of 32 tokens per run), RTE, 2-point grids, 1 seed, 2 agent episodes
+    "quick": Profile("smoke", ("RTE",), seeds=1, episodes=2, grids=_grids((2e-5, 1e-4), (0.0,), (1.0,), (1e-8,)),
+                     transfer=(("RTE", "MRPC"), ("RTE-3l", "RTE")), plots=("RTE",)),
     "cpu": Profile("cpu", ("RTE", "MRPC", "CoLA", "SST-2"), seeds=3, episodes=10,
                    grids=_grids(TABLE6["lr"], TABLE6["eta1"], TABLE6["power"], HD["beta"])),
 }
