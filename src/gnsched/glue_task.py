@@ -22,6 +22,9 @@ Profiles (batch size and metric from Table 8 for every profile):
 * ``paper`` (``glue-<task>-paper``): max length 128, all remaining training examples,
   the number of epochs whose T is nearest Table 8's number of updates, Table 8's K.
 
+* ``smoke`` (tests and ``bench/glue.py --profile quick`` only): max length 32, 4 batches,
+  1 epoch, K = 2, 32 validation examples.
+
 ``glue-<task>-3l`` is the ``cpu`` profile on the model truncated to its first 3
 pretrained layers (transfer from a shallower model, §5.4). The GPU is used when present.
 """
