@@ -164,3 +164,16 @@ def test_glue_task_errors(tmp_path):
         get_task("glue-cola", tmp_path)
     with pytest.raises(GNSError, match="train.tsv holds 5 examples; the cpu profile needs at least 532"):
         get_task("glue-qqp", FIXTURES)
+
+
+def test_cli_graph_of_glue_rte(rte):
+    from typer.testing import CliRunner
+
+    from gnsched.cli import app
+
+    res = CliRunner().invoke(app, ["graph", "--task", "glue-rte", "--data-dir", str(GLUE_DIR)])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("54 nodes, 77 edges, 8 blocks (6 repeated; partition: repeated)")
+    assert "G7 [output] output: 2 nodes" in res.output and "'classifier'" in res.output
+    res = CliRunner().invoke(app, ["graph", "--task", "glue-rte"])
+    assert res.exit_code == 2 and "needs --data-dir" in res.output
