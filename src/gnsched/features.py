@@ -124,9 +124,9 @@ class NodeFeatures:
     @torch.no_grad()
     def grad_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
-        zero = torch.zeros(())
-        return self._segment_stats([
-            _var_mean(p.grad.detach(), absolute=True) if p.grad is not None else (zero, zero) for p in self.tensors])
+        return self._segment_stats([  # zeros on the parameter's device, so GPU models stack too
+            _var_mean(p.grad.detach(), absolute=True) if p.grad is not None else (p.new_zeros(()), p.new_zeros(()))
+            for p in self.tensors])
 
     @torch.no_grad()
     def __call__(self, lr: float, train_loss: float, progress: float = 0.0,
