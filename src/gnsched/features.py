@@ -125,7 +125,7 @@ class NodeFeatures:
     def grad_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
         return self._segment_stats([  # zeros on the parameter's device, so GPU models stack too
-            _var_mean(p.grad.detach(), absolute=True) if p.grad is not None else (p.new_zeros(()), p.new_zeros(()))
+            _var_mean(p.grad.detach(), absolute=True) if p.grad is not None else (torch.zeros((), device=p.device),) * 2
             for p in self.tensors])
 
     @torch.no_grad()
