@@ -249,7 +249,7 @@ def _attach_schedule(run: TargetRun, schedule: str, lr: float):
         return WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule)
     if schedule == "wsd":
         return WarmupStableDecayLR(run.optimizer, run.total_steps, warmup=0.0, decay=0.2)
-    run.optimizer = AdamHD(run.model.parameters(), lr=lr, beta=1e-8, weight_decay=run.task.weight_decay,
+    run.optimizer = AdamHD(run.task.param_groups(run.model), lr=lr, beta=1e-8, weight_decay=run.task.weight_decay,
                            decoupled=run.task.optimizer == "adamw")
     return None
 
