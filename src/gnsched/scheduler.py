@@ -338,11 +338,18 @@ class GNSScheduler(LRScheduler):
         # One stack and one sum for the whole window instead of a float() per step. Summed in
         # float64, where sums of float32 losses are exact: a resumed window (floats from the
         # state dict) gives the same mean as an uninterrupted one (tensors).
-        values = [v.detach().float().mean() if isinstance(v, torch.Tensor) and v.dim() else v
-                  for v in self._window_losses]
-        tensors = [v.float().cpu() for v in values if isinstance(v, torch.Tensor)]
-        total = float(torch.stack(tensors).double().sum()) if tensors else 0.0
-        total += sum(v for v in values if not isinstance(v, torch.Tensor))
+        values = self._window_losses
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        floats = [v for v in values if not isinstance(v, torch.Tensor)]
+        total = math.fsum(floats)
+        if tensors:
+            try:  # the usual window: scalar losses of one dtype and device, one stack
+                stacked = torch.stack(tensors)
+            except RuntimeError:
+                stacked = torch.stack([t.detach().float().mean().cpu() for t in tensors])
+            if stacked.dim() > 1:  # per-sample losses: each step's mean
+                stacked = stacked.flatten(1).float().mean(1)
+            total += float(stacked.double().sum())
         return total / len(values)
 
     @property
