@@ -309,6 +309,42 @@ def plot(run_dir: Path = typer.Argument(..., help="an output folder of gnsched r
         _fail(str(e))
 
 
+@app.command()
+def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test) or full (the real benchmark)"),
+          data_dir: Optional[Path] = _DATA,
+          out: Optional[Path] = typer.Option(None, help="benchmark folder (default runs/bench-PROFILE); "
+                                             "rerunning resumes in it"),
+          task: list[str] = typer.Option([], "--task", help="only these tasks of the profile (repeat the option)"),
+          render_only: bool = typer.Option(False, help="only render the existing records")):
+    """Tune and compare all methods on the profile's tasks (resumable), then render tables and plots."""
+    try:
+        from dataclasses import replace
+
+        from .bench import PROFILES, run_bench
+        from .output import MARKER
+        from .report import markdown, render
+
+        if profile not in PROFILES:
+            raise GNSError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}.")
+        prof = PROFILES[profile]
+        bad = [t for t in task if t not in prof.tasks]
+        if bad:
+            raise GNSError(f"task {bad[0]!r} is not in profile {profile}; allowed: {', '.join(prof.tasks)}.")
+        if task:
+            prof = replace(prof, tasks=tuple(task), transfer=tuple(p for p in prof.transfer if p[0] in task))
+        out = out or Path("runs") / f"bench-{profile}"
+        check_output(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("gnsched bench folder; rerun the same command to resume\n")
+        if not render_only:
+            run_bench(prof, out, data_dir, on_event=lambda msg: typer.echo(msg, err=True))
+        summary = render(out)
+        typer.echo(markdown(summary))
+        typer.echo(f"results.md, results.json and plots written to {out}/")
+    except GNSError as e:
+        _fail(str(e))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,358 @@
+"""The benchmark (issue 3): tasks × methods × seeds, tuned fairly, resumable.
+
+A *method* is a small registered entry (:class:`Method`): how to tune it on a task (a grid
+search, CMA-ES, or training an agent) and how to run one evaluation seed with what tuning
+chose. Adding a method is one :func:`register` call; the SRLS / CSS / FRS agent variants
+plug in through :func:`agent_method` (see the marked slots at the bottom of this module).
+
+Protocol (per task):
+
+1. tune: every tuning run trains the target network with tuning seed 0 and is scored by its
+   final *validation* metric; GNS trains its agent for ``profile.gns_episodes`` episodes.
+2. evaluate: the chosen configuration (or the trained agent) is re-run on evaluation seeds
+   10000 .. 10000 + seeds - 1 (model initialisation and data order shared by all methods)
+   and scored by the *test* metric.
+3. transfer (Table 3): for ``profile.transfer = (source, target)`` every method's choice on
+   the source task (the GNS agent unchanged) is evaluated on the target task.
+
+Resume: every finished run (tuning trial, agent training, evaluation seed) is one JSON file
+under ``OUT/records/``, keyed by (task, method, kind, config, seed, epochs). Before running,
+the benchmark looks the key up and reuses the stored result, so an interrupted benchmark
+restarted with the same command recomputes nothing it had finished. Records are written
+atomically (temporary file + rename): a killed run leaves no half record.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import GNSError
+from .target import RunRecord
+from .tasks import Task, get_task
+from .tuning import Config, SearchResult, cma_search, grid_configs, grid_search
+
+log = logging.getLogger("gnsched")
+
+TUNE_SEED = 0
+EVAL_SEED0 = 10_000
+
+
+# --------------------------------------------------------------------------- profiles
+@dataclass
+class Profile:
+    """What one benchmark invocation runs.
+
+    Attributes:
+        tasks: task names.
+        epochs: target-network epochs per task (missing: the task's default).
+        seeds: evaluation seeds per method.
+        methods: method names (registry keys), in table order.
+        grid: value lists overriding Table 5 / B.4 grids (empty: the paper's grids).
+        cma_budget: CMA-ES evaluations.
+        gns_episodes: agent training episodes.
+        transfer: (source task, target task) pairs evaluated with the source's choices.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    epochs: dict[str, int] = field(default_factory=dict)
+    seeds: int = 5
+    methods: tuple[str, ...] = ("constant", "polynomial", "cosine", "wsd", "adam-hd", "schedule-free",
+                                "cma-es", "gns")
+    grid: dict[str, tuple] = field(default_factory=dict)
+    cma_budget: int = 50
+    gns_episodes: int = 30
+    transfer: tuple[tuple[str, str], ...] = ()
+
+
+PROFILES: dict[str, Profile] = {
+    # Smoke test: 1 epoch, 2 seeds, 2-point grids, 4 CMA-ES evaluations, 3 agent episodes.
+    "quick": Profile("quick", ("fashion-mnist-mlp", "fashion-mnist-resnet"),
+                     epochs={"fashion-mnist-mlp": 1, "fashion-mnist-resnet": 1, "fashion-mnist-vgg": 1}, seeds=2,
+                     grid={"lr": (1e-2, 1e-3), "mu": (1e-2,), "eta2": (1.0,), "power": (1.0,), "beta": (1e-8,)},
+                     cma_budget=4, gns_episodes=3, transfer=(("fashion-mnist-resnet", "fashion-mnist-vgg"),)),
+    # The real thing: the paper's grids, 5 seeds, 50 CMA-ES evaluations, 30 agent episodes.
+    "full": Profile("full", ("fashion-mnist-mlp", "fashion-mnist-resnet"),
+                    epochs={"fashion-mnist-mlp": 10, "fashion-mnist-resnet": 3, "fashion-mnist-vgg": 3}, seeds=5,
+                    cma_budget=50, gns_episodes=30, transfer=(("fashion-mnist-resnet", "fashion-mnist-vgg"),)),
+}
+
+
+# --------------------------------------------------------------------------- records
+def record_key(task: str, method: str, kind: str, config: Config, seed: int, epochs: int) -> dict:
+    return {"task": task, "method": method, "kind": kind, "config": config, "seed": seed, "epochs": epochs}
+
+
+class RecordStore:
+    """One JSON file per finished run under ``root/records/<task>/<method>/``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.computed = 0  # runs actually executed by this store (not answered from disk)
+
+    def path(self, key: dict) -> Path:
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.root / "records" / key["task"] / key["method"] / f"{key['kind']}-{key['seed']}-{digest}.json"
+
+    def get(self, key: dict) -> dict | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable record %s; it will be recomputed", p)
+            return None
+
+    def put(self, key: dict, result: dict) -> dict:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"key": key, **result}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(rec, f, default=float)
+        os.replace(tmp, p)
+        return rec
+
+    def run(self, key: dict, fn: Callable[[], dict]) -> dict:
+        """The stored result of ``key``, or run ``fn`` and store what it returns."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        self.computed += 1
+        return self.put(key, fn())
+
+    def all(self) -> list[dict]:
+        out = []
+        for p in sorted((self.root / "records").rglob("*.json")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+# --------------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """One task inside one benchmark invocation."""
+
+    task: Task
+    epochs: int
+    profile: Profile
+    store: RecordStore
+
+    @property
+    def steps_per_run(self) -> int:
+        return self.epochs * self.task.steps_per_epoch()
+
+    def key(self, method: str, kind: str, config: Config, seed: int) -> dict:
+        return record_key(self.task.name, method, kind, config, seed, self.epochs)
+
+
+def run_result(rec: RunRecord) -> dict:
+    """What a record file holds for one training run."""
+    return {"val": rec.val[-1][1] if rec.val else float("nan"), "test": rec.test_metric,
+            "steps": rec.steps[-1] if rec.steps else 0, "seconds": rec.seconds, "run": rec.to_dict()}
+
+
+def _schedule_run(ctx: Context, schedule: str, config: Config, seed: int) -> dict:
+    from .train import run_schedule
+
+    params = {k: v for k, v in config.items() if k != "lr"}
+    return run_result(run_schedule(ctx.task, schedule, config["lr"], seed=seed, epochs=ctx.epochs, **params))
+
+
+# --------------------------------------------------------------------------- methods
+@dataclass
+class Tuned:
+    """What tuning produced: the choice (a config, or an agent), its search record, its cost."""
+
+    choice: Any
+    search: SearchResult
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    """A registered benchmark method.
+
+    Attributes:
+        name: registry key and table row.
+        tune: ``tune(ctx) -> Tuned`` (runs through ``ctx.store`` so it resumes).
+        run_seed: ``run_seed(ctx, tuned, seed) -> dict`` (a :func:`run_result` dict), one
+            evaluation run with the tuned choice; ``ctx`` may be another task (transfer).
+        choice_key: a JSON-able description of the choice, used in evaluation record keys.
+        family: ``"grid"``, ``"cma-es"`` or ``"agent"`` (groups the tuning-cost plot).
+    """
+
+    name: str
+    tune: Callable[[Context], Tuned]
+    run_seed: Callable[[Context, Tuned, int], dict]
+    choice_key: Callable[[Tuned], Any]
+    family: str
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def _evaluator(ctx: Context, method: str, schedule: str):
+    def evaluate(config: Config) -> tuple[float, int, float]:
+        r = ctx.store.run(ctx.key(method, "trial", config, TUNE_SEED),
+                          lambda: _schedule_run(ctx, schedule, config, TUNE_SEED))
+        return r["val"], r["steps"], r["seconds"]
+    return evaluate
+
+
+def grid_method(name: str, schedule: str | None = None) -> Method:
+    """A fixed schedule tuned by grid search over its grid (:func:`gnsched.tuning.grid_configs`)."""
+    schedule = schedule or name
+
+    def tune(ctx: Context) -> Tuned:
+        search = grid_search(grid_configs(schedule, ctx.profile.grid), _evaluator(ctx, name, schedule))
+        return Tuned(search.best, search)
+
+    def run_seed(ctx: Context, tuned: Tuned, seed: int) -> dict:
+        return _schedule_run(ctx, schedule, tuned.choice, seed)
+
+    return Method(name, tune, run_seed, lambda t: t.choice, "grid")
+
+
+def cma_method(name: str = "cma-es", schedule: str = "cosine") -> Method:
+    """Cosine decay tuned by CMA-ES over Table 16 with ``profile.cma_budget`` evaluations."""
+
+    def tune(ctx: Context) -> Tuned:
+        search = cma_search(_evaluator(ctx, name, schedule), ctx.profile.cma_budget, seed=TUNE_SEED)
+        return Tuned(search.best, search)
+
+    def run_seed(ctx: Context, tuned: Tuned, seed: int) -> dict:
+        return _schedule_run(ctx, schedule, tuned.choice, seed)
+
+    return Method(name, tune, run_seed, lambda t: t.choice, "cma-es")
+
+
+def agent_method(name: str, make_agent: Callable[[Any], Any] | None = None,
+                 load_agent: Callable[[Path], Any] | None = None) -> Method:
+    """A learned scheduler trained by :func:`gnsched.train.train_agent` for
+    ``profile.gns_episodes`` episodes and applied with :func:`gnsched.train.apply_agent`.
+
+    ``make_agent(AgentConfig)`` builds the untrained agent (default: :class:`GNSAgent`) and
+    ``load_agent(path)`` reloads a saved one; both let SRLS / CSS / FRS variants plug in.
+    Tuning cost: episodes × T optimizer steps. The best-so-far curve uses each training
+    episode's final validation metric.
+    """
+    from .agent import GNSAgent
+
+    load_agent = load_agent or GNSAgent.load
+
+    def train_cfg(ctx: Context):
+        from .config import TrainConfig
+
+        return TrainConfig(episodes=ctx.profile.gns_episodes, epochs=ctx.epochs, seed=TUNE_SEED)
+
+    def tune(ctx: Context) -> Tuned:
+        from .train import train_agent
+
+        cfg = train_cfg(ctx)
+        key = ctx.key(name, "agent", {"train": cfg.to_dict()}, TUNE_SEED)
+        rec_path = ctx.store.path(key)  # the agent (+ its JSON sidecar) lives outside records/
+        agent_path = ctx.store.root / "agents" / key["task"] / name / rec_path.with_suffix(".safetensors").name
+
+        def train() -> dict:
+            agent = make_agent(cfg.agent) if make_agent else None
+            t0 = time.perf_counter()
+            trained, logs = train_agent(ctx.task, cfg, agent=agent)
+            agent_path.parent.mkdir(parents=True, exist_ok=True)
+            trained.save(agent_path)
+            return {"episodes": [asdict(l) for l in logs], "seconds": time.perf_counter() - t0,
+                    "steps": cfg.episodes * ctx.steps_per_run, "agent": str(agent_path.relative_to(ctx.store.root))}
+
+        rec = ctx.store.run(key, train)
+        if not agent_path.is_file():  # record without its agent (deleted by hand): retrain
+            ctx.store.path(key).unlink()
+            rec = ctx.store.run(key, train)
+        search = SearchResult(best={"episodes": cfg.episodes}, best_val=-float("inf"))
+        per_ep_steps = ctx.steps_per_run
+        for ep in rec["episodes"]:
+            search._record({"episode": ep["episode"], "lr0": ep["lr0"]}, ep["final_val"], per_ep_steps, ep["seconds"])
+        search.best = {"episodes": cfg.episodes}
+        return Tuned(load_agent(agent_path), search, {"train": cfg.to_dict(), "agent_file": str(agent_path)})
+
+    def run_seed(ctx: Context, tuned: Tuned, seed: int) -> dict:
+        from .train import apply_agent
+
+        rec = apply_agent(tuned.choice, ctx.task, train_cfg(ctx), seed=seed)
+        rec.name = name
+        return run_result(rec)
+
+    return Method(name, tune, run_seed, lambda t: {"agent": t.info["train"], "source": t.info["agent_file"]},
+                  "agent")
+
+
+for _name in ("constant", "polynomial", "cosine", "wsd", "adam-hd", "schedule-free"):
+    register(grid_method(_name))
+register(cma_method())
+register(agent_method("gns"))
+
+# ---- Slots for the agent variants of branch issue3b (same interface as GNSAgent, trained by
+# ---- train_agent). Once that branch lands, register them here and add them to a profile's
+# ---- ``methods``, e.g.:
+# register(agent_method("srls", make_agent=SRLSAgent, load_agent=SRLSAgent.load))   # SRLS (Xu et al. 2019)
+# register(agent_method("css", make_agent=CSSAgent, load_agent=CSSAgent.load))      # concatenated states
+# register(agent_method("frs", make_agent=FRSAgent, load_agent=FRSAgent.load))      # p = 1
+
+
+# --------------------------------------------------------------------------- driver
+def run_bench(profile: Profile, out: str | Path, data_dir: str | Path | None = None,
+              load_task: Callable[[str], Task] | None = None, on_event: Callable[[str], None] | None = None) -> RecordStore:
+    """Run (or resume) ``profile`` into ``out``; returns the record store. Rendering is
+    separate (:func:`gnsched.report.render`)."""
+    unknown = [m for m in profile.methods if m not in METHODS]
+    if unknown:
+        raise GNSError(f"unknown benchmark method {unknown[0]!r}; registered: {', '.join(METHODS)}.")
+    store = RecordStore(out)
+    load_task = load_task or (lambda name: get_task(name, data_dir))
+    say = on_event or (lambda msg: None)
+    tasks: dict[str, Task] = {}
+
+    def ctx_for(name: str) -> Context:
+        if name not in tasks:
+            tasks[name] = load_task(name)
+            torch.set_num_threads(tasks[name].threads)
+        t = tasks[name]
+        return Context(t, profile.epochs.get(name, t.epochs), profile, store)
+
+    sources = {src: dst for src, dst in profile.transfer}
+    for task_name in profile.tasks:
+        ctx = ctx_for(task_name)
+        for mname in profile.methods:
+            method = METHODS[mname]
+            t0 = time.perf_counter()
+            tuned = method.tune(ctx)
+            store.put(ctx.key(mname, "tuning", {}, TUNE_SEED),
+                      {"family": method.family, "steps_per_run": ctx.steps_per_run, **tuned.search.to_dict()})
+            say(f"{task_name} {mname}: tuned ({len(tuned.search.trials)} trials, best val {tuned.search.best_val:.4f}, "
+                f"{tuned.search.cost.steps} steps)")
+            targets = [(ctx, "seed")] + ([(ctx_for(sources[task_name]), "transfer")] if task_name in sources else [])
+            for tctx, kind in targets:
+                for k in range(profile.seeds):
+                    seed = EVAL_SEED0 + k
+                    config = {"choice": method.choice_key(tuned), "tuned_on": task_name}
+                    tctx.store.run(tctx.key(mname, kind, config, seed),
+                                   lambda: {**method.run_seed(tctx, tuned, seed), "family": method.family})
+            say(f"{task_name} {mname}: done in {time.perf_counter() - t0:.0f} s")
+    return store
