@@ -325,6 +325,8 @@ def run_bench(profile: Profile, out: str | Path, data_dir: str | Path | None = N
     if unknown:
         raise GNSError(f"unknown benchmark method {unknown[0]!r}; registered: {', '.join(METHODS)}.")
     store = RecordStore(out)
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / "profile.json").write_text(json.dumps(asdict(profile), indent=2))
     load_task = load_task or (lambda name: get_task(name, data_dir))
     say = on_event or (lambda msg: None)
     tasks: dict[str, Task] = {}

@@ -162,8 +162,16 @@ def render(out: str | Path) -> dict:
     summary = summarize(RecordStore(out).all())
     public = {task: {m: {k: v for k, v in r.items() if k != "runs"} for m, r in methods.items()}
               for task, methods in summary.items()}
-    (out / "results.json").write_text(json.dumps(public, indent=2, default=float))
-    (out / "results.md").write_text(markdown(summary))
+    head, prof = "", None
+    if (out / "profile.json").is_file():
+        prof = json.loads((out / "profile.json").read_text())
+        head = (f"Profile `{prof['name']}`: epochs {prof['epochs']}, {prof['seeds']} evaluation seeds, "
+                f"CMA-ES {prof['cma_budget']} evaluations, GNS {prof['gns_episodes']} training episodes, "
+                f"grid overrides {prof['grid'] or 'none (the paper’s grids)'}. Test accuracy: mean ± std over "
+                "evaluation seeds; tuning cost: optimizer steps of the target network and wall seconds of all "
+                "tuning runs.\n\n")
+    (out / "results.json").write_text(json.dumps({"profile": prof, "tasks": public}, indent=2, default=float))
+    (out / "results.md").write_text(head + markdown(summary))
     if summary:
         plot_lr(summary, out / "lr.png")
         plot_loss(summary, out / "loss.png")
