@@ -165,11 +165,11 @@ def run_result(rec: RunRecord) -> dict:
             "steps": rec.steps[-1] if rec.steps else 0, "seconds": rec.seconds, "run": rec.to_dict()}
 
 
-def _schedule_run(ctx: Context, schedule: str, config: Config, seed: int) -> dict:
+def _schedule_run(ctx: Context, schedule: str, config: Config, seed: int, test: bool = True) -> dict:
     from .train import run_schedule
 
     params = {k: v for k, v in config.items() if k != "lr"}
-    return run_result(run_schedule(ctx.task, schedule, config["lr"], seed=seed, epochs=ctx.epochs, **params))
+    return run_result(run_schedule(ctx.task, schedule, config["lr"], seed=seed, epochs=ctx.epochs, test=test, **params))
 
 
 # --------------------------------------------------------------------------- methods
@@ -213,7 +213,7 @@ def register(method: Method) -> Method:
 def _evaluator(ctx: Context, method: str, schedule: str):
     def evaluate(config: Config) -> tuple[float, int, float]:
         r = ctx.store.run(ctx.key(method, "trial", config, TUNE_SEED),
-                          lambda: _schedule_run(ctx, schedule, config, TUNE_SEED))
+                          lambda: _schedule_run(ctx, schedule, config, TUNE_SEED, test=False))
         return r["val"], r["steps"], r["seconds"]
     return evaluate
 

@@ -222,10 +222,11 @@ def _schedule_free_eval_mode(run: TargetRun, batches: int = 20) -> None:
 
 
 def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | None = None,
-                 log_interval: int | None = None, **params: float) -> RunRecord:
+                 log_interval: int | None = None, test: bool = True, **params: float) -> RunRecord:
     """Train ``task``'s model with one of :data:`FIXED_SCHEDULES` from learning rate ``lr``
     (alpha_max, or alpha_0 for Adam-HD); ``params`` are the schedule's settings named in
-    :data:`SCHEDULE_PARAMS` (e.g. ``eta2=0.5, mu=0.01, power=2`` for polynomial)."""
+    :data:`SCHEDULE_PARAMS` (e.g. ``eta2=0.5, mu=0.01, power=2`` for polynomial). With
+    ``test=False`` (tuning trials) the test metric is not measured (left NaN)."""
     if schedule not in FIXED_SCHEDULES:
         raise GNSError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}.")
     if not (math.isfinite(lr) and lr > 0):
@@ -252,6 +253,7 @@ def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | 
     if schedule == "schedule-free":
         _schedule_free_eval_mode(run)
     rec.val.append((run.step_count, task.evaluate(run.model, "val")))
-    rec.test_metric = task.evaluate(run.model, "test")
+    if test:
+        rec.test_metric = task.evaluate(run.model, "test")
     rec.seconds = time.perf_counter() - t0
     return rec
