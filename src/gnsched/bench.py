@@ -317,6 +317,21 @@ register(agent_method("gns"))
 
 
 # --------------------------------------------------------------------------- driver
+def _write_profile(path: Path, profile: Profile) -> None:
+    """Record the profile; runs of single tasks of one profile (``--task``, e.g. one process
+    per core on the same folder) accumulate their tasks and transfers."""
+    data = asdict(profile)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("name") == profile.name:
+            data["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *data["tasks"]]))
+            data["transfer"] = [list(t) for t in dict.fromkeys(map(tuple, [*old.get("transfer", []), *data["transfer"]]))]
+    path.write_text(json.dumps(data, indent=2))
+
+
 def run_bench(profile: Profile, out: str | Path, data_dir: str | Path | None = None,
               load_task: Callable[[str], Task] | None = None, on_event: Callable[[str], None] | None = None) -> RecordStore:
     """Run (or resume) ``profile`` into ``out``; returns the record store. Rendering is
@@ -326,7 +341,7 @@ def run_bench(profile: Profile, out: str | Path, data_dir: str | Path | None = N
         raise GNSError(f"unknown benchmark method {unknown[0]!r}; registered: {', '.join(METHODS)}.")
     store = RecordStore(out)
     store.root.mkdir(parents=True, exist_ok=True)
-    (store.root / "profile.json").write_text(json.dumps(asdict(profile), indent=2))
+    _write_profile(store.root / "profile.json", profile)
     load_task = load_task or (lambda name: get_task(name, data_dir))
     say = on_event or (lambda msg: None)
     tasks: dict[str, Task] = {}
