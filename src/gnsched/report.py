@@ -149,10 +149,10 @@ def plot_tuning(summary: dict, path: Path) -> None:
                     ms=3, lw=2.2 if t["family"] == "agent" else 1.2, label=f"{method} ({t['family']}, {t['runs']})")
         ax.set(xlabel="tuning cost (optimizer steps of the target network)", ylabel="best validation accuracy (%)",
                title=task)
-        finite = [100 * v for r in methods.values() for v in r["tuning"]["best_so_far"] if math.isfinite(v)]
-        if finite:
-            top = max(finite)
-            ax.set_ylim(max(min(finite), top - 10), top + 0.5)
+        finals = [100 * r["tuning"]["best_so_far"][-1] for r in methods.values()
+                  if r["tuning"]["best_so_far"] and math.isfinite(r["tuning"]["best_so_far"][-1])]
+        if finals:  # every method's final best in view; early very bad trials may be cut off
+            ax.set_ylim(min(finals) - 1.0, max(finals) + 0.5)
     _save(plt, fig, axes, path)
 
 
