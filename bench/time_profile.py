@@ -7,8 +7,9 @@ Usage (from the repository root; one torch thread, as the benchmark uses):
 Per task it times one cosine run (a tuning trial / seed run), one GNS training episode and one
 application of the agent at the profile's epochs, counts the runs the profile makes
 (grids, CMA-ES budget, agent episodes, evaluation seeds, transfer) and prints the projection
-as markdown and JSON. Timings on a shared machine are upper bounds; the projection is only as
-good as the one measured run.
+as markdown and JSON, from wall seconds and from CPU seconds of this (single-threaded)
+process: on a shared machine the wall time depends on the other jobs, the CPU time is what a
+dedicated core would take. The projection is only as good as the one measured run.
 """
 from __future__ import annotations
 
@@ -44,29 +45,32 @@ def main() -> None:
     counts = count_runs(prof)
     out = {"profile": prof.name, "counts": counts, "tasks": {}}
     targets = {src: dst for src, dst in prof.transfer}
+    print("| task | clock | epochs | steps | s / run | s / episode | s / apply | projected min |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in prof.tasks + tuple(targets.values()):
         task = get_task(name, args.data_dir)
         epochs = prof.epochs.get(name, task.epochs)
-        t0 = time.perf_counter()
-        run_schedule(task, "cosine", task.default_lr, seed=0, epochs=epochs)
-        t_run = time.perf_counter() - t0
         cfg = TrainConfig(episodes=1, epochs=epochs)
-        t0 = time.perf_counter()
-        agent, _ = train_agent(task, cfg)
-        t_ep = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        apply_agent(agent, task, cfg, seed=10_000)
-        t_apply = time.perf_counter() - t0
-        row = {"epochs": epochs, "steps": epochs * task.steps_per_epoch(), "run_s": t_run, "episode_s": t_ep,
-               "apply_s": t_apply}
-        if name in prof.tasks:
-            row["projected_s"] = (counts["trials"] + counts["fixed_seed_runs"]) * t_run + \
-                counts["episodes"] * t_ep + counts["agent_seed_runs"] * t_apply
-        else:  # a transfer target: only the evaluation seeds run on it
-            row["projected_s"] = counts["fixed_seed_runs"] * t_run + counts["agent_seed_runs"] * t_apply
+        row = {"epochs": epochs, "steps": epochs * task.steps_per_epoch()}
+        for clock, now in (("wall", time.perf_counter), ("cpu", time.process_time)):
+            t0 = now()
+            run_schedule(task, "cosine", task.default_lr, seed=0, epochs=epochs)
+            t_run = now() - t0
+            t0 = now()
+            agent, _ = train_agent(task, cfg)
+            t_ep = now() - t0
+            t0 = now()
+            apply_agent(agent, task, cfg, seed=10_000)
+            t_apply = now() - t0
+            if name in prof.tasks:
+                total = (counts["trials"] + counts["fixed_seed_runs"]) * t_run + \
+                    counts["episodes"] * t_ep + counts["agent_seed_runs"] * t_apply
+            else:  # a transfer target: only the evaluation seeds run on it
+                total = counts["fixed_seed_runs"] * t_run + counts["agent_seed_runs"] * t_apply
+            row[clock] = {"run_s": t_run, "episode_s": t_ep, "apply_s": t_apply, "projected_s": total}
+            print(f"| {name} | {clock} | {epochs} | {row['steps']} | {t_run:.1f} | {t_ep:.1f} | {t_apply:.1f} | "
+                  f"{total / 60:.0f} |", flush=True)
         out["tasks"][name] = row
-        print(f"| {name} | {epochs} | {row['steps']} | {t_run:.1f} | {t_ep:.1f} | {t_apply:.1f} | "
-              f"{row['projected_s'] / 60:.0f} |", flush=True)
     print(json.dumps(out, indent=2))
 
 

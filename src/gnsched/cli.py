@@ -210,7 +210,7 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
 def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
         schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, "
-                                           "polynomial, wsd, adam-hd, gns (repeat the option)"),
+                                           "polynomial, wsd, adam-hd, schedule-free, gns (repeat the option)"),
         agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
                                                   "without it, gns trains one first"),
         episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
