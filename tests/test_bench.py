@@ -105,3 +105,12 @@ def test_store_ignores_corrupt_record(tmp_path):
     store.path(key).write_text("{not json")
     assert store.run(key, lambda: {"val": 0.5}) ["val"] == 0.5 and store.computed == 1
     assert store.run(key, lambda: {"val": 0.9})["val"] == 0.5 and store.computed == 1
+
+
+def test_cli_bench_epochs_override_is_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from gnsched.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--epochs", "fashion-mnist-mlp=ten", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "TASK=N" in res.output

@@ -16,8 +16,8 @@ Protocol (per task):
    the source task (the GNS agent unchanged) is evaluated on the target task.
 
 Resume: every finished run (tuning trial, agent training, evaluation seed) is one JSON file
-under ``OUT/records/``, keyed by (task, method, kind, config, seed, epochs). Before running,
-the benchmark looks the key up and reuses the stored result, so an interrupted benchmark
+under ``OUT/records/``, keyed by (task, method, kind, config, seed, epochs, split sizes).
+Before running, the benchmark looks the key up and reuses the stored result, so an interrupted benchmark
 restarted with the same command recomputes nothing it had finished. Records are written
 atomically (temporary file + rename): a killed run leaves no half record.
 """
@@ -159,7 +159,9 @@ class Context:
         return self.epochs * self.task.steps_per_epoch()
 
     def key(self, method: str, kind: str, config: Config, seed: int) -> dict:
-        return record_key(self.task.name, method, kind, config, seed, self.epochs)
+        key = record_key(self.task.name, method, kind, config, seed, self.epochs)
+        key["data"] = list(self.task.splits.sizes())  # a redefined task never reuses old records
+        return key
 
 
 def run_result(rec: RunRecord) -> dict:
@@ -293,7 +295,8 @@ def agent_method(name: str, make_agent: Callable[[Any], Any] | None = None,
         for ep in rec["episodes"]:
             search._record({"episode": ep["episode"], "lr0": ep["lr0"]}, ep["final_val"], per_ep_steps, ep["seconds"])
         search.best = {"episodes": cfg.episodes}
-        return Tuned(load_agent(agent_path), search, {"train": cfg.to_dict(), "agent_file": str(agent_path)})
+        return Tuned(load_agent(agent_path), search,
+                     {"train": cfg.to_dict(), "agent_file": str(agent_path.relative_to(ctx.store.root))})
 
     def run_seed(ctx: Context, tuned: Tuned, seed: int) -> dict:
         from .train import apply_agent

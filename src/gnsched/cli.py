@@ -315,6 +315,8 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
           out: Optional[Path] = typer.Option(None, help="benchmark folder (default runs/bench-PROFILE); "
                                              "rerunning resumes in it"),
           task: list[str] = typer.Option([], "--task", help="only these tasks of the profile (repeat the option)"),
+          epochs: list[str] = typer.Option([], "--epochs", help="override a task's epochs as TASK=N, e.g. "
+                                           "fashion-mnist-mlp=10 (repeat the option)"),
           render_only: bool = typer.Option(False, help="only render the existing records")):
     """Tune and compare all methods on the profile's tasks (resumable), then render tables and plots."""
     try:
@@ -332,6 +334,13 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
             raise GNSError(f"task {bad[0]!r} is not in profile {profile}; allowed: {', '.join(prof.tasks)}.")
         if task:
             prof = replace(prof, tasks=tuple(task), transfer=tuple(p for p in prof.transfer if p[0] in task))
+        overrides = dict(prof.epochs)
+        for item in epochs:
+            name, _, n = item.partition("=")
+            if not (n.isdigit() and 0 < int(n) <= 100_000):
+                raise GNSError(f"--epochs {item!r} must look like TASK=N with N a positive integer.")
+            overrides[name] = int(n)
+        prof = replace(prof, epochs=overrides)
         out = out or Path("runs") / f"bench-{profile}"
         check_output(out)
         out.mkdir(parents=True, exist_ok=True)
