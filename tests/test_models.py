@@ -39,5 +39,5 @@ def test_image_task_shapes(fashion_dir):
     from gnsched.tasks import get_task
 
     task = get_task("fashion-mnist-vgg", fashion_dir)
-    assert task.splits.sizes() == (8_000, 5_000, 10_000)
-    assert task.splits.train_x.shape[1:] == (1, 14, 14) and task.steps_per_epoch() == 63
+    assert task.splits.sizes() == (6_000, 3_000, 10_000)
+    assert task.splits.train_x.shape[1:] == (1, 14, 14) and task.steps_per_epoch() == 47

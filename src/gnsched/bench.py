@@ -83,7 +83,7 @@ PROFILES: dict[str, Profile] = {
     # The real thing: the paper's grids, 5 seeds, 50 CMA-ES evaluations, 30 agent episodes.
     # Deviation, to keep each task well under an hour on one core (bench/time_profile.py):
     # the MLP runs 6 epochs (the task's default is 10; 60 min projected at 10 on the loaded
-    # reference machine), the ResNet / VGG 3 epochs on 8 000 training images.
+    # reference machine), the ResNet / VGG 3 epochs on 6 000 training images.
     "full": Profile("full", ("fashion-mnist-mlp", "fashion-mnist-resnet"),
                     epochs={"fashion-mnist-mlp": 6, "fashion-mnist-resnet": 3, "fashion-mnist-vgg": 3}, seeds=5,
                     cma_budget=50, gns_episodes=30, transfer=(("fashion-mnist-resnet", "fashion-mnist-vgg"),)),
