@@ -251,12 +251,15 @@ def cma_method(name: str = "cma-es", schedule: str = "cosine") -> Method:
 
 
 def agent_method(name: str, make_agent: Callable[[Any], Any] | None = None,
-                 load_agent: Callable[[Path], Any] | None = None) -> Method:
+                 load_agent: Callable[[Path], Any] | None = None,
+                 configure: Callable[[Any], None] | None = None) -> Method:
     """A learned scheduler trained by :func:`gnsched.train.train_agent` for
     ``profile.gns_episodes`` episodes and applied with :func:`gnsched.train.apply_agent`.
 
     ``make_agent(AgentConfig)`` builds the untrained agent (default: :class:`GNSAgent`) and
-    ``load_agent(path)`` reloads a saved one; both let SRLS / CSS / FRS variants plug in.
+    ``load_agent(path)`` reloads a saved one; ``configure(TrainConfig)`` may change the
+    training configuration in place (e.g. FRS: ``cfg.env.val_prob = 1``). Together they let
+    the SRLS / CSS / FRS variants plug in.
     Tuning cost: episodes × T optimizer steps. The best-so-far curve uses each training
     episode's final validation metric.
     """
@@ -267,7 +270,10 @@ def agent_method(name: str, make_agent: Callable[[Any], Any] | None = None,
     def train_cfg(ctx: Context):
         from .config import TrainConfig
 
-        return TrainConfig(episodes=ctx.profile.gns_episodes, epochs=ctx.epochs, seed=TUNE_SEED)
+        cfg = TrainConfig(episodes=ctx.profile.gns_episodes, epochs=ctx.epochs, seed=TUNE_SEED)
+        if configure is not None:
+            configure(cfg)
+        return cfg
 
     def tune(ctx: Context) -> Tuned:
         from .train import train_agent
@@ -293,7 +299,7 @@ def agent_method(name: str, make_agent: Callable[[Any], Any] | None = None,
         search = SearchResult(best={"episodes": cfg.episodes}, best_val=-float("inf"))
         per_ep_steps = ctx.steps_per_run
         for ep in rec["episodes"]:
-            search._record({"episode": ep["episode"], "lr0": ep["lr0"]}, ep["final_val"], per_ep_steps, ep["seconds"])
+            search.add({"episode": ep["episode"], "lr0": ep["lr0"]}, ep["final_val"], per_ep_steps, ep["seconds"])
         search.best = {"episodes": cfg.episodes}
         return Tuned(load_agent(agent_path), search,
                      {"train": cfg.to_dict(), "agent_file": str(agent_path.relative_to(ctx.store.root))})
@@ -319,7 +325,7 @@ register(agent_method("gns"))
 # ---- ``methods``, e.g.:
 # register(agent_method("srls", make_agent=SRLSAgent, load_agent=SRLSAgent.load))   # SRLS (Xu et al. 2019)
 # register(agent_method("css", make_agent=CSSAgent, load_agent=CSSAgent.load))      # concatenated states
-# register(agent_method("frs", make_agent=FRSAgent, load_agent=FRSAgent.load))      # p = 1
+# register(agent_method("frs", configure=lambda cfg: setattr(cfg.env, "val_prob", 1.0)))  # FRS: p = 1
 
 
 # --------------------------------------------------------------------------- driver

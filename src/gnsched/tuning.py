@@ -88,7 +88,8 @@ class SearchResult:
     cum_steps: list[int] = field(default_factory=list)
     cost: Cost = field(default_factory=Cost)
 
-    def _record(self, config: Config, val: float, steps: int, seconds: float) -> None:
+    def add(self, config: Config, val: float, steps: int, seconds: float) -> None:
+        """Record one finished trial (its validation metric and its cost)."""
         val = val if math.isfinite(val) else -math.inf
         self.trials.append((config, val))
         self.cost.add(steps, seconds)
@@ -110,7 +111,7 @@ def grid_search(configs: list[Config], evaluate: Evaluate) -> SearchResult:
         raise GNSError("grid search needs at least one configuration.")
     result = SearchResult(best=configs[0], best_val=-math.inf)
     for config in configs:
-        result._record(config, *evaluate(config))
+        result.add(config, *evaluate(config))
     return result
 
 
@@ -146,7 +147,7 @@ def cma_search(evaluate: Evaluate, budget: int, seed: int = 0, space: dict[str, 
         for x in xs:
             config = {k: float(v) for k, v in from_unit(x, space).items()}
             val, steps, seconds = evaluate(config)
-            result._record(config, val, steps, seconds)
+            result.add(config, val, steps, seconds)
             losses.append(-val if math.isfinite(val) else 1.0)
         if len(xs) == es.popsize:
             es.tell(xs, losses)
