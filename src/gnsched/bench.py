@@ -81,9 +81,11 @@ PROFILES: dict[str, Profile] = {
                      grid={"lr": (1e-2, 1e-3), "mu": (1e-2,), "eta2": (1.0,), "power": (1.0,), "beta": (1e-8,)},
                      cma_budget=4, gns_episodes=3, transfer=(("fashion-mnist-resnet", "fashion-mnist-vgg"),)),
     # The real thing: the paper's grids, 5 seeds, 50 CMA-ES evaluations, 30 agent episodes.
-    # Deviation, to keep each task well under an hour on one core (bench/time_profile.py):
-    # the MLP runs 6 epochs (the task's default is 10; 60 min projected at 10 on the loaded
-    # reference machine), the ResNet / VGG 3 epochs on 6 000 training images.
+    # Projected on one core (CPU time, bench/time_profile.py): MLP at 6 epochs ≈ 19 min (wall
+    # ≈ 35 min on the busy shared machine), ResNet (3 epochs on 6 000 images) + VGG transfer
+    # ≈ 28 min. Deviation: the MLP task's default is 10 epochs; at 10 the MLP took ≈ 37 min of
+    # CPU (≈ 52 min wall when busy), too close to the hour; ``--epochs fashion-mnist-mlp=10``
+    # restores it.
     "full": Profile("full", ("fashion-mnist-mlp", "fashion-mnist-resnet"),
                     epochs={"fashion-mnist-mlp": 6, "fashion-mnist-resnet": 3, "fashion-mnist-vgg": 3}, seeds=5,
                     cma_budget=50, gns_episodes=30, transfer=(("fashion-mnist-resnet", "fashion-mnist-vgg"),)),
