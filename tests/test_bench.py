@@ -12,7 +12,7 @@ from gnsched.bench import Profile, RecordStore, run_bench
 from gnsched.report import render
 
 TINY = Profile("tiny", ("digits-mlp",), epochs={"digits-mlp": 1, "digits-copy": 1}, seeds=2,
-               methods=("constant", "cosine", "schedule-free", "cma-es", "gns"),
+               methods=("constant", "cosine", "schedule-free", "cma-es", "gns", "srls"),
                grid={"lr": (1e-2, 1e-3), "mu": (1e-2,), "eta2": (1.0,)}, cma_budget=3, gns_episodes=1,
                transfer=(("digits-mlp", "digits-copy"),))
 
@@ -29,8 +29,9 @@ def bench_dir(tmp_path_factory, digits_task):
 def test_first_run_computes_every_run_once(bench_dir):
     _, _, store = bench_dir
     # trials: constant 2 + cosine 2 + schedule-free 2 (the profile's lr list) + CMA-ES 3; GNS 1
-    # training; evaluation: 5 methods × 2 seeds on the task and 5 × 2 on the transfer target
-    assert store.computed == 2 + 2 + 2 + 3 + 1 + 10 + 10
+    # training + SRLS 1 training; evaluation: 6 methods × 2 seeds on the task and 6 × 2 on the
+    # transfer target
+    assert store.computed == 2 + 2 + 2 + 3 + 1 + 1 + 12 + 12
 
 
 def test_second_invocation_recomputes_nothing(bench_dir, monkeypatch):
@@ -59,7 +60,7 @@ def test_render_table_costs_and_plots(bench_dir):
     out, _, _ = bench_dir
     summary = render(out)
     rows = summary["digits-mlp"]
-    assert list(rows) == ["constant", "cosine", "schedule-free", "cma-es", "gns"]  # registry order
+    assert list(rows) == ["constant", "cosine", "schedule-free", "cma-es", "gns", "srls"]  # registry order
     assert rows["cosine"]["tuning"]["cost_steps"] == 2 * 18 and rows["cosine"]["tuning"]["runs"] == 2
     assert rows["cma-es"]["tuning"]["cost_steps"] == 3 * 18
     assert rows["gns"]["tuning"]["cost_steps"] == 1 * 18  # episodes × T
@@ -92,8 +93,8 @@ def test_unknown_method_and_profile(tmp_path):
     from gnsched.cli import app
     from gnsched.errors import GNSError
 
-    with pytest.raises(GNSError, match="unknown benchmark method 'srls'"):
-        run_bench(dataclasses.replace(TINY, methods=("srls",)), tmp_path)
+    with pytest.raises(GNSError, match="unknown benchmark method 'sgdr'"):
+        run_bench(dataclasses.replace(TINY, methods=("sgdr",)), tmp_path)
     res = CliRunner().invoke(app, ["bench", "--profile", "huge", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "unknown profile 'huge'" in res.output
 

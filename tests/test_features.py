@@ -145,3 +145,24 @@ def test_weight_variance_is_accurate_near_one():
     x = NodeFeatures(model, g)(1e-3, 1.0)
     true_var = model[1].weight.double().var(unbiased=False).item()
     assert x[1, F["weight_var"]].item() == pytest.approx(_lg(true_var), abs=0.02)
+
+
+def test_variance_exact_where_single_pass_would_cancel():
+    """Norm weights near 1 with a tiny spread: E[x²] - E[x]² in float32 sums would lose the
+    variance; tensor_stats must fall back to the exact two-pass value for such tensors and
+    keep the fast formula's result for ordinary ones."""
+    from gnsched.features import tensor_stats
+
+    g = torch.Generator().manual_seed(0)
+    near_one = 1.0 + 1e-4 * torch.randn(4096, generator=g)
+    ordinary = torch.randn(300, 200, generator=g)
+    constant = torch.full((7,), 0.25)
+    var, mean = tensor_stats([near_one, ordinary, constant])
+    for i, t in enumerate([near_one, ordinary, constant]):
+        ref_var, ref_mean = torch.var_mean(t.double(), correction=0)
+        assert mean[i] == pytest.approx(float(ref_mean), rel=1e-6)
+        assert var[i] == pytest.approx(float(ref_var), rel=1e-4, abs=1e-30)
+    assert var[2] == 0.0
+    avar, amean = tensor_stats([ordinary], absolute=True)
+    ref_var, ref_mean = torch.var_mean(ordinary.abs().double(), correction=0)
+    assert (avar[0], amean[0]) == (pytest.approx(float(ref_var), rel=1e-4), pytest.approx(float(ref_mean), rel=1e-6))

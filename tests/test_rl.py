@@ -318,3 +318,38 @@ def test_dense_gcn_path_equals_pyg_message_passing(small_agent_cfg):
     dense = enc(x, s)
     enc.dense = False
     assert torch.allclose(dense, enc(x, s), atol=1e-5)
+
+
+def test_numpy_fast_path_equals_forward_and_follows_updates(resnet_graph, small_agent_cfg):
+    """GNSAgent.act evaluates one CPU state in numpy (gnsched.inference, BN folded into the
+    GCN weights); it must give the torch forward's mu, value and log-probability, also
+    after the norms are refreshed and after an optimizer step changes the weights."""
+    torch.manual_seed(0)
+    agent = GNSAgent(small_agent_cfg)
+    s = BlockStructure.from_graph(resnet_graph)
+    n = resnet_graph.num_nodes
+    sigma = small_agent_cfg.sigma
+
+    def check(x):
+        mu, value = agent(x, s)
+        a, lp, v = agent.act(x, s, deterministic=True)
+        assert a == pytest.approx(float(mu), abs=1e-6)
+        assert v == pytest.approx(float(value), rel=1e-5, abs=1e-6)
+        assert lp == pytest.approx(-math.log(sigma) - 0.5 * math.log(2 * math.pi), rel=1e-9)
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        a, lp, _ = agent.act(x, s, deterministic=False, generator=g1)
+        expect = float(mu) + sigma * float(torch.randn((1,), generator=g2))
+        assert a == pytest.approx(expect, abs=1e-6)
+        ref = float(agent.distribution(mu).log_prob(torch.tensor([a])))
+        assert lp == pytest.approx(ref, abs=1e-4)
+
+    check(_obs(n, seed=1))
+    agent.encoder.refresh_norm_stats(_obs(n, batch=6, seed=2), s)  # running stats move
+    check(_obs(n, seed=1))
+    opt = torch.optim.SGD(agent.parameters(), lr=0.5)
+    agent(_obs(n, batch=3, seed=4), s)[1].sum().backward()
+    opt.step()  # in-place weight change: the cached snapshot must be rebuilt
+    check(_obs(n, seed=5))
+    state = {k: v * 1.5 if v.is_floating_point() else v for k, v in agent.state_dict().items()}
+    agent.load_state_dict(state, assign=True)
+    check(_obs(n, seed=6))

@@ -11,12 +11,16 @@ Given the state embedding ``h = E(G)`` of the hierarchical encoder::
 encoder is optimised with the actor's learning rate.
 
 Files: an agent is saved as ``<stem>.safetensors`` (tensors only: nothing executes on
-load) and ``<stem>.json`` (its :class:`AgentConfig`, feature names, operator types and
-format version). Loading checks all of it and raises :class:`GNSError` on any mismatch.
+load) and ``<stem>.json`` (its :class:`AgentConfig`, its ``kind``, feature names, operator
+types and format version). Loading checks all of it and raises :class:`GNSError` on any
+mismatch. ``kind`` names the agent class (:mod:`gnsched.agent_kinds`: ``gns``, ``frs``,
+``srls``, ``css``); :meth:`GNSAgent.load` rebuilds whichever class the file names (a file
+without ``kind``, written before kinds existed, is a ``gns`` agent).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +34,7 @@ from .encoder import BlockStructure, HierarchicalEncoder
 from .errors import GNSError
 from .features import FEATURE_NAMES, NUM_FEATURES
 from .graph import OP_TYPES
+from .inference import folded
 
 FORMAT_VERSION = 1
 
@@ -64,7 +69,14 @@ def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
 
 
 class GNSAgent(nn.Module):
-    """Actor-critic over graph states; works on any model's :class:`BlockStructure`."""
+    """Actor-critic over graph states; works on any model's :class:`BlockStructure`.
+
+    Subclasses (the baselines of :mod:`gnsched.baseline_agents`) replace only the state
+    encoder (:meth:`_make_encoder`); heads, acting, PPO and files are shared.
+    """
+
+    #: Registry name of the agent (saved in its file; ``frs`` agents are GNS agents).
+    kind: str = "gns"
 
     def __init__(self, cfg: AgentConfig | None = None, in_dim: int = NUM_FEATURES):
         super().__init__()
@@ -73,12 +85,25 @@ class GNSAgent(nn.Module):
         self.in_dim = in_dim
         #: How the agent was trained (task, K, episodes, ...): saved in its JSON file.
         self.recipe: dict = {}
-        self.encoder = HierarchicalEncoder(in_dim, self.cfg)
-        self.actor = _mlp(self.cfg.hidden, self.cfg.head_hidden)
-        self.critic = _mlp(self.cfg.hidden, self.cfg.head_hidden)
+        self.encoder, state_dim = self._make_encoder()
+        self.actor = _mlp(state_dim, self.cfg.head_hidden)
+        self.critic = _mlp(state_dim, self.cfg.head_hidden)
         # Start near "keep the learning rate": a small last layer gives mu ≈ 0.
         nn.init.zeros_(self.actor[-1].bias)
         self.actor[-1].weight.data.mul_(0.01)
+
+    def _make_encoder(self) -> tuple[nn.Module, int]:
+        """The state encoder ``[B, N, F] -> [B, D]`` and its output width ``D``."""
+        return HierarchicalEncoder(self.in_dim, self.cfg), self.cfg.hidden
+
+    def _meta(self) -> dict:
+        """Kind-specific fields of the JSON file (none for GNS)."""
+        return {}
+
+    @classmethod
+    def _from_meta(cls, cfg: AgentConfig, in_dim: int, meta: dict) -> "GNSAgent":
+        """An untrained agent of this class with the architecture a JSON file describes."""
+        return cls(cfg, in_dim=in_dim)
 
     def forward(self, x: torch.Tensor, s: BlockStructure) -> tuple[torch.Tensor, torch.Tensor]:
         """Actor mean and state value for states ``x`` of shape ``[B, N, F]`` (or ``[N, F]``).
@@ -98,10 +123,31 @@ class GNSAgent(nn.Module):
     def act(self, obs: torch.Tensor, s: BlockStructure, deterministic: bool = True,
             generator: torch.Generator | None = None) -> tuple[float, float, float]:
         """One decision for state ``obs [N, F]``: (action, its log-probability, value).
-        ``deterministic`` takes the policy mean, else samples ``a ~ N(mu, sigma²)``."""
-        mu, value = self(obs, s)
-        a = mu if deterministic else mu + self.cfg.sigma * torch.randn(mu.shape, generator=generator)
-        return float(a), float(self.distribution(mu).log_prob(a)), float(value)
+        ``deterministic`` takes the policy mean, else samples ``a ~ N(mu, sigma²)``.
+
+        A single CPU state with the GCN encoder goes through the numpy fast path of
+        :mod:`gnsched.inference` (the same function, ~7× faster); PPO's re-evaluation
+        always uses :meth:`forward`.
+        """
+        fast = folded(self) if obs.dim() == 2 and obs.device.type == "cpu" else None
+        if fast is None:
+            mu_t, value_t = self(obs, s)
+            mu, value = float(mu_t), float(value_t)
+        else:
+            mu, value = fast(obs.double().numpy(), s)
+        sigma = self.cfg.sigma
+        a = mu if deterministic else mu + sigma * float(torch.randn((1,), generator=generator))
+        log_prob = -((a - mu) ** 2) / (2 * sigma ** 2) - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+        return a, log_prob, value
+
+    def invalidate(self) -> None:
+        """Drop the cached numpy snapshot of the weights (:mod:`gnsched.inference`); needed
+        only after replacing tensors without an in-place write (e.g. assigning ``.data``)."""
+        self.__dict__.pop("_folded", None)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.invalidate()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def param_groups(self, actor_lr: float, critic_lr: float) -> list[dict]:
         """Adam groups: encoder + actor at ``actor_lr``, critic at ``critic_lr`` (§5.1)."""
@@ -119,17 +165,23 @@ class GNSAgent(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path))
         os.chmod(path, 0o644)  # safetensors creates the file private; an agent is meant to be shared
-        meta = {"format": "gnsched-agent", "version": FORMAT_VERSION, "agent": asdict(self.cfg),
-                "in_dim": self.in_dim, "features": list(FEATURE_NAMES), "op_types": list(OP_TYPES),
-                "recipe": self.recipe}
+        meta = {"format": "gnsched-agent", "version": FORMAT_VERSION, "kind": self.kind,
+                "agent": asdict(self.cfg), "in_dim": self.in_dim, "features": list(FEATURE_NAMES),
+                "op_types": list(OP_TYPES), **self._meta(), "recipe": self.recipe}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "GNSAgent":
-        """Load an agent written by :meth:`save`; clear errors for bad files."""
+        """Load an agent written by :meth:`save`; clear errors for bad files.
+
+        Returns an instance of the class the file's ``kind`` names (``GNSAgent.load`` loads
+        every kind; ``SRLSAgent.load`` refuses a file of another class).
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
+
+        from .agent_kinds import agent_class
 
         tensor_file = agent_file(path)
         meta_file = tensor_file.with_suffix(".json")
@@ -151,8 +203,17 @@ class GNSAgent(nn.Module):
                            "and is incompatible with this gnsched.")
         if not isinstance(meta.get("agent"), dict):
             raise GNSError(f"agent config {meta_file} has no 'agent' section (a JSON object).")
+        kind = meta.get("kind", "gns")
         try:
-            agent = cls(from_dict(AgentConfig, meta["agent"]), in_dim=int(meta["in_dim"]))
+            klass = agent_class(kind)
+        except GNSError as e:
+            raise GNSError(f"agent config {meta_file}: {e}") from None
+        if not issubclass(klass, cls):
+            raise GNSError(f"agent {meta_file} is a {kind!r} agent, not a {cls.kind!r} one; "
+                           "load it with gnsched.agent.GNSAgent.load.")
+        try:
+            agent = klass._from_meta(from_dict(AgentConfig, meta["agent"]), int(meta["in_dim"]), meta)
+            agent.kind = kind
         except GNSError as e:
             raise GNSError(f"agent config {meta_file} is invalid: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

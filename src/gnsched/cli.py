@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
-from .config import AgentConfig, EnvConfig, PPOConfig, TrainConfig
+from .config import AgentConfig, EnvConfig, ParallelConfig, PPOConfig, TrainConfig
 from .errors import GNSError
-from .output import atomic_output, check_output
+from .output import MARKER, atomic_output, check_output, partial_dir, promote
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="gnsched: learn a learning-rate schedule with a graph network (GNS, ICLR 2022).")
@@ -58,8 +58,8 @@ def _task(name: str, data_dir: Optional[Path]):
 def _set_threads(task, threads: int) -> None:
     import torch
 
-    if threads < 0:
-        raise GNSError(f"threads must be >= 0 (0: the task's default), got {threads}.")
+    if not 0 <= threads <= 1024:
+        raise GNSError(f"threads must lie in 0..1024 (0: the task's default), got {threads}.")
     torch.set_num_threads(threads or task.threads)
 
 
@@ -76,10 +76,13 @@ def _writer(tensorboard: Optional[Path]):
     return SummaryWriter(str(tensorboard))
 
 
-def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Path] = None):
+def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Path] = None, done: int = 0,
+           kind: str = "gns", **kw):
     from .train import train_agent
 
-    bar = None if quiet else _progress(cfg.episodes, f"training GNS on {task.name}")
+    bar = None if quiet else _progress(cfg.episodes, f"training {kind.upper()} on {task.name}")
+    if bar is not None and done:
+        bar.update(done)
 
     def on_episode(log):
         if bar is not None:
@@ -87,7 +90,7 @@ def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Pa
             bar.set_postfix(val=f"{log.final_val:.4f}", ret=f"{log.episode_return:.1f}", lr0=f"{log.lr0:.1e}")
 
     writer = _writer(tensorboard)
-    agent, logs = train_agent(task, cfg, on_episode=on_episode, writer=writer)
+    agent, logs = train_agent(task, cfg, on_episode=on_episode, writer=writer, kind=kind, **kw)
     if writer is not None:
         writer.close()
     if bar is not None:
@@ -95,7 +98,7 @@ def _train(task, cfg: TrainConfig, quiet: bool = False, tensorboard: Optional[Pa
     return agent, logs
 
 
-def _compare(task, agent, cfg: TrainConfig, schedules: list[str], lr: float, seeds: int, seed0: int,
+def _compare(task, agents: dict, cfg: TrainConfig, schedules: list[str], lr: float, seeds: int, seed0: int,
              quiet: bool = False):
     from .train import apply_agent, run_schedule
 
@@ -104,8 +107,8 @@ def _compare(task, agent, cfg: TrainConfig, schedules: list[str], lr: float, see
     bar = None if quiet else _progress(len(jobs), "evaluating schedules")
     for sched, k in jobs:
         seed = seed0 + k
-        if sched == "gns":
-            records.append(apply_agent(agent, task, cfg, seed=seed))
+        if sched in agents:  # a learned schedule: its agent
+            records.append(apply_agent(agents[sched], task, cfg, seed=seed))
         else:
             records.append(run_schedule(task, sched, lr, seed=seed, epochs=cfg.epochs))
         if bar is not None:
@@ -175,7 +178,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (replac
 
 @app.command()
 def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
-          out: Path = typer.Option(..., "--out", help="output folder for agent.safetensors/json and the log"),
+          out: Optional[Path] = typer.Option(None, "--out", help="output folder for agent.safetensors/json and the "
+                                             "log (required unless --resume)"),
           episodes: int = typer.Option(30, help="training episodes (30 in the paper)"),
           epochs: Optional[int] = typer.Option(None, help="target-network epochs per episode (task default)"),
           seed: int = typer.Option(0, help="base random seed"),
@@ -186,31 +190,126 @@ def train(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
           encoder: str = typer.Option("gcn", help="graph encoder: gcn or gat"),
           sigma: float = typer.Option(0.05, help="policy standard deviation"),
           ppo_epochs: int = typer.Option(20, help="PPO epochs per update"),
+          episodes_per_update: Optional[int] = typer.Option(None, help="episodes per PPO update (default: --workers)"),
+          rollback: bool = typer.Option(False, help="on a NaN/Inf loss or metric, restore the last good window "
+                                        "and halve the lr instead of ending the episode"),
+          max_rollbacks: int = typer.Option(3, help="rollbacks allowed per episode with --rollback"),
+          workers: int = typer.Option(1, help="episodes played at once; > 1 runs them on Ray workers"),
+          address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start Ray locally)"),
+          gpus_per_worker: float = typer.Option(0.0, help="GPUs reserved per Ray worker"),
+          resume: Optional[Path] = typer.Option(None, help="continue the interrupted run whose --out was DIR "
+                                                "(its stored config is used)", metavar="DIR"),
           threads: int = _THREADS,
           tensorboard: Optional[Path] = typer.Option(None, help="TensorBoard log folder for episode returns "
                                                      "and PPO losses"),
+          agent_kind: str = typer.Option("gns", "--agent-kind", help="agent: gns, frs (gns trained with p = 1), "
+                                         "srls (final layer + MLP, p = 1), css (all nodes concatenated + MLP)"),
           quiet: bool = typer.Option(False, help="no progress bar")):
-    """Train a GNS agent on a task (Algorithm 1) and save it."""
+    """Train a GNS agent (or a baseline agent, --agent-kind) on a task (Algorithm 1) and save it;
+    checkpoints after every PPO update."""
     try:
+        from .agent_kinds import agent_class
+
+        agent_class(agent_kind)  # an unknown kind fails before anything runs
+        par = ParallelConfig(workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+        par.validate()
+        if resume is not None:
+            if out is not None and out.resolve() != resume.resolve():
+                raise GNSError(f"--out {out} and --resume {resume} differ; give only --resume.")
+            return _resume(resume, par, threads, quiet, tensorboard)
+        if out is None:
+            raise GNSError("give --out DIR for a new training run, or --resume DIR to continue one.")
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs, 4, False)
-        check_output(out)
+        # episodes per update: one per worker unless given; stored, so a resume keeps it
+        cfg.ppo.episodes_per_update = workers if episodes_per_update is None else episodes_per_update
+        cfg.env.rollback, cfg.env.max_rollbacks, cfg.parallel = rollback, max_rollbacks, par
+        cfg.validate()
+        out = check_output(out)
+        _drop_empty_partial(out)
+        if partial_dir(out).exists():
+            raise GNSError(f"an interrupted training run of {out} exists ({partial_dir(out)}); continue it with "
+                           f"--resume {out} or delete that folder.")
         task = _task(task_name, data_dir)
         _set_threads(task, threads)
-        agent, logs = _train(task, cfg, quiet, tensorboard)
-        with atomic_output(out) as tmp:
-            agent.save(tmp / "agent.safetensors")
-            (tmp / "training.json").write_text(json.dumps(
-                {"task": task.name, "config": cfg.to_dict(), "episodes": [vars(l) for l in logs]}, indent=2, default=float))
-        typer.echo(f"agent written to {out / 'agent.safetensors'}")
+        _train_to(out, task, cfg, data_dir, quiet, tensorboard, kind=agent_kind)
     except GNSError as e:
         _fail(str(e))
+
+
+def _drop_empty_partial(out: Path) -> None:
+    """Remove ``partial_dir(out)`` if a run was killed before its first checkpoint (nothing to resume)."""
+    import shutil
+
+    from .checkpoint import CHECKPOINT, PARTIAL_MARKER
+
+    work = partial_dir(out)
+    if (work / PARTIAL_MARKER).is_file() and not (work / CHECKPOINT).is_file():
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_to(out: Path, task, cfg: TrainConfig, data_dir: Optional[Path], quiet: bool,
+              tensorboard: Optional[Path], done: int = 0, kind: str = "gns") -> None:
+    """Train with checkpoints in ``partial_dir(out)``, then write the agent and move it to ``out``."""
+    import functools
+
+    from .checkpoint import CHECKPOINT, PARTIAL_MARKER
+    from .tasks import get_task
+
+    work = partial_dir(out)
+    data = str(data_dir.resolve()) if data_dir is not None else None
+    agent, logs = _train(task, cfg, quiet, tensorboard, done=done, kind=kind, checkpoint_dir=work,
+                         task_factory=functools.partial(get_task, task.name, data),
+                         checkpoint_meta={"data_dir": data})
+    try:
+        agent.save(work / "agent.safetensors")
+        (work / "training.json").write_text(json.dumps(
+            {"task": task.name, "config": cfg.to_dict(), "episodes": [vars(l) for l in logs]}, indent=2, default=float))
+    except OSError as e:
+        raise GNSError(f"cannot write the output folder {work}: {e.strerror or e}.") from None
+    promote(work, out)
+    for name in (CHECKPOINT, PARTIAL_MARKER):  # a finished run needs no checkpoint
+        (out / name).unlink(missing_ok=True)
+    typer.echo(f"agent written to {out / 'agent.safetensors'}")
+
+
+def _resume(resume: Path, par: ParallelConfig, threads: int, quiet: bool, tensorboard: Optional[Path]) -> None:
+    from .checkpoint import PARTIAL_MARKER, config_from_dict, load_checkpoint
+
+    out = check_output(resume)
+    work = partial_dir(out)
+    if not work.is_dir():
+        log_file = out / "training.json"
+        if (out / MARKER).is_file() and log_file.is_file():
+            try:
+                n = len(json.loads(log_file.read_text())["episodes"])
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                n = "?"
+            typer.echo(f"training run {out} already finished ({n} episodes); nothing to resume.")
+            return
+        raise GNSError(f"{out} holds no interrupted training run to resume (no {work.name} beside it).")
+    if not (work / PARTIAL_MARKER).is_file():
+        raise GNSError(f"{work} was not written by gnsched train; refusing to resume from it.")
+    state = load_checkpoint(work)
+    if state is None:
+        raise GNSError(f"{work} holds no checkpoint (it is written after the first PPO update); "
+                       "delete it and start again without --resume.")
+    cfg = config_from_dict(state["config"])
+    cfg.parallel = par
+    cfg.validate()
+    data_dir = state.get("meta", {}).get("data_dir")
+    task = _task(state["task"], Path(data_dir) if data_dir else None)
+    _set_threads(task, threads)
+    typer.echo(f"resuming {out} at episode {state['episode']} of {cfg.episodes}", err=True)
+    _train_to(out, task, cfg, Path(data_dir) if data_dir else None, quiet, tensorboard, done=state["episode"],
+              kind=state.get("kind", "gns"))
 
 
 @app.command()
 def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
         schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, "
-                                           "polynomial, wsd, adam-hd, schedule-free, gns (repeat the option)"),
+                                           "polynomial, wsd, adam-hd, schedule-free, and the learned gns, frs, "
+                                           "srls, css (repeat the option)"),
         agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
                                                   "without it, gns trains one first"),
         episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
@@ -234,7 +333,7 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         from .agent import GNSAgent, agent_file
         cfg = _config(episodes, epochs, seed, interval, val_prob, lr_min, lr_max, encoder, sigma, ppo_epochs,
                       candidates, sample)
-        from .train import SCHEDULES
+        from .train import LEARNED_SCHEDULES, SCHEDULES
 
         bad = [s for s in schedule if s not in SCHEDULES]
         if bad:
@@ -245,23 +344,34 @@ def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
             raise GNSError(f"--lr must lie in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}], got {lr!r}.")
         check_output(out, protect=(agent_path,) if agent_path is not None else ())
         agent = GNSAgent.load(agent_path) if agent_path is not None else None
+        learned = [s for s in dict.fromkeys(schedule) if s in LEARNED_SCHEDULES]
+        agents = {}
         if agent is not None:
             cfg.agent = agent.cfg  # the applied agent's own architecture, recorded as such
+            if learned and agent.kind not in learned:
+                raise GNSError(f"--agent {agent_path} is a {agent.kind!r} agent; select it with "
+                               f"--schedule {agent.kind}.")
+            agents[agent.kind] = agent
         task = _task(task_name, data_dir)
         _set_threads(task, threads)
         lr = lr or task.default_lr
-        logs = None
-        if "gns" in schedule and agent is None:
-            agent, logs = _train(task, cfg, quiet)
+        logs: dict = {}
+        for kind in learned:  # learned schedules without a given agent: train one each
+            if kind not in agents:
+                agents[kind], logs[kind] = _train(task, cfg, quiet, kind=kind)
         # Evaluation seeds differ from the training episodes' seeds.
-        records = _compare(task, agent, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
-        wrote_agent = agent is not None and agent_path is None
+        records = _compare(task, agents, cfg, list(dict.fromkeys(schedule)), lr, seeds, 10_000 + seed, quiet)
+        files = {k: "agent.safetensors" if k == "gns" else f"agent-{k}.safetensors" for k in logs}
+        wrote_agent = bool(files)
         with atomic_output(out) as tmp:
-            if wrote_agent:
-                agent.save(tmp / "agent.safetensors")
-            summary = _write_results(tmp, task, cfg, records, logs, {
-                "baseline_lr": lr, "agent_file": str(agent_file(agent_path).resolve()) if agent_path else
-                ("agent.safetensors" if wrote_agent else None)})
+            for kind, name in files.items():
+                agents[kind].save(tmp / name)
+            extra = {"baseline_lr": lr, "agent_file": str(agent_file(agent_path).resolve()) if agent_path else
+                     files.get("gns", next(iter(files.values()), None))}
+            extra.update({f"training_{k}": [vars(l) for l in v] for k, v in logs.items() if k != "gns"})
+            if len(files) > 1 or (files and "gns" not in files):
+                extra["agent_files"] = files
+            summary = _write_results(tmp, task, cfg, records, logs.get("gns"), extra)
         _print_table(task, summary)
         typer.echo(f"results{', agent' if wrote_agent else ''} and plot written to {out}/")
     except GNSError as e:
@@ -317,6 +427,8 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
           task: list[str] = typer.Option([], "--task", help="only these tasks of the profile (repeat the option)"),
           epochs: list[str] = typer.Option([], "--epochs", help="override a task's epochs as TASK=N, e.g. "
                                            "fashion-mnist-mlp=10 (repeat the option)"),
+          method: list[str] = typer.Option([], "--method", help="run these methods instead of the profile's "
+                                           "(repeat the option; e.g. srls, css, frs on a finished folder)"),
           render_only: bool = typer.Option(False, help="only render the existing records")):
     """Tune and compare all methods on the profile's tasks (resumable), then render tables and plots."""
     try:
@@ -334,6 +446,13 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
             raise GNSError(f"task {bad[0]!r} is not in profile {profile}; allowed: {', '.join(prof.tasks)}.")
         if task:
             prof = replace(prof, tasks=tuple(task), transfer=tuple(p for p in prof.transfer if p[0] in task))
+        if method:
+            from .bench import METHODS
+
+            bad = [m for m in method if m not in METHODS]
+            if bad:
+                raise GNSError(f"unknown method {bad[0]!r}; allowed: {', '.join(METHODS)}.")
+            prof = replace(prof, methods=tuple(dict.fromkeys(method)))
         overrides = dict(prof.epochs)
         for item in epochs:
             name, _, n = item.partition("=")
@@ -356,7 +475,25 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
 
 
 def main() -> None:
-    app()
+    """Entry point: usage errors (a malformed or missing option) also come out as one line
+    ``error: ...`` with exit code 2, like every other user error."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("aborted.", err=True)
+        code = 1
+    except Exception as e:
+        # typer's (vendored) click usage errors: BadParameter, NoSuchOption, UsageError, ...
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":  # "gnsched" alone: the help text
+            ctx = getattr(e, "ctx", None)
+            typer.echo(ctx.get_help() if ctx is not None else e.format_message())
+            code = 0
+        else:
+            typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

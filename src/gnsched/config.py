@@ -32,6 +32,12 @@ class EnvConfig:
         progress_feature: add the fraction of training done, t/T, to the global
             features. Not in the paper; a schedule without a clock cannot learn to decay
             on time, so it is on by default (an extension, recorded in the agent config).
+        rollback: on a non-finite training loss or validation metric, restore the target
+            network and its optimizer to the end of the last good window, halve the
+            learning rate and train that window again, instead of ending the episode
+            (not in the paper; off by default). After ``max_rollbacks`` rollbacks in one
+            episode the next divergence ends it with the penalty as usual.
+        max_rollbacks: rollbacks allowed per episode.
     """
 
     interval: int | None = None
@@ -41,11 +47,13 @@ class EnvConfig:
     reward_scale: float = 100.0
     divergence_penalty: float = -1.0
     progress_feature: bool = True
+    rollback: bool = False
+    max_rollbacks: int = 3
 
     def validate(self) -> None:
         if self.interval is not None:
-            require(isinstance(self.interval, int) and self.interval > 0,
-                    f"interval K must be a positive integer, got {self.interval!r}.")
+            require(isinstance(self.interval, int) and 0 < self.interval <= 10**9,
+                    f"interval K must be an integer in 1..1e9, got {self.interval!r}.")
         _finite("val_prob p", self.val_prob)
         require(0.0 < self.val_prob <= 1.0,
                 f"val_prob p must lie in (0, 1], got {self.val_prob!r}.")
@@ -58,6 +66,8 @@ class EnvConfig:
         _finite("reward_scale", self.reward_scale)
         require(self.reward_scale > 0, f"reward_scale must be positive, got {self.reward_scale!r}.")
         _finite("divergence_penalty", self.divergence_penalty)
+        require(isinstance(self.max_rollbacks, int) and 0 <= self.max_rollbacks <= 100,
+                f"max_rollbacks must be an integer in 0..100, got {self.max_rollbacks!r}.")
 
 
 @dataclass
@@ -101,7 +111,9 @@ class PPOConfig:
     """PPO hyperparameters (appendix D, §5.1; CleanRL-style single place).
 
     One update of ``epochs`` passes over the collected decisions happens at the end of
-    every ``episodes_per_update`` episodes (Algorithm 1 line 14).
+    every ``episodes_per_update`` episodes (Algorithm 1 line 14). ``None`` (the default)
+    means one episode per parallel worker (:class:`ParallelConfig`), i.e. 1 in-process, as
+    in the paper. Results depend on this number and the seeds, never on the worker count.
     """
 
     gamma: float = 0.99
@@ -115,7 +127,7 @@ class PPOConfig:
     minibatches: int = 4
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
-    episodes_per_update: int = 1
+    episodes_per_update: int | None = None
 
     def validate(self) -> None:
         for name in ("gamma", "gae_lambda"):
@@ -130,7 +142,36 @@ class PPOConfig:
         require(self.entropy_coef >= 0, f"PPO entropy_coef must be >= 0, got {self.entropy_coef!r}.")
         for name in ("epochs", "minibatches", "episodes_per_update"):
             v = getattr(self, name)
-            require(isinstance(v, int) and v > 0, f"PPO {name} must be a positive integer, got {v!r}.")
+            if v is None and name == "episodes_per_update":
+                continue
+            require(isinstance(v, int) and 0 < v <= 100_000,
+                    f"PPO {name} must be an integer in 1..100000, got {v!r}.")
+
+
+@dataclass
+class ParallelConfig:
+    """Where the episodes of agent training run (not in the paper; see ``gnsched.parallel``).
+
+    Attributes:
+        workers: episodes run at the same time. 1: in-process. More: Ray actors, one CPU
+            each (a local Ray instance with ``workers`` CPUs unless ``address`` is given).
+        address: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ...); ``None``
+            starts a local Ray instance.
+        gpus_per_worker: GPUs reserved for each worker actor (0: CPU only).
+    """
+
+    workers: int = 1
+    address: str | None = None
+    gpus_per_worker: float = 0.0
+
+    def validate(self) -> None:
+        require(isinstance(self.workers, int) and 0 < self.workers <= 4096,
+                f"workers must be an integer in 1..4096, got {self.workers!r}.")
+        _finite("gpus_per_worker", self.gpus_per_worker)
+        require(0.0 <= self.gpus_per_worker <= 64,
+                f"gpus_per_worker must lie in [0, 64], got {self.gpus_per_worker!r}.")
+        require(self.address is None or (isinstance(self.address, str) and self.address.strip() != ""),
+                f"address must be a Ray address such as 'auto' or 'ray://host:10001', got {self.address!r}.")
 
 
 @dataclass
@@ -141,7 +182,9 @@ class TrainConfig:
         episodes: number of training runs of the target network used to train the agent
             (30 in the paper for ResNets).
         epochs: target-network epochs per episode (``None``: the task's default).
-        seed: base seed; episode ``i`` uses ``seed + i`` for data order and model init.
+        seed: base seed; every random choice of episode ``i`` (initial lr, model init, data
+            order, action noise) derives from ``(seed, i)`` (``gnsched.parallel.episode_seeds``).
+        parallel: where episodes run (:class:`ParallelConfig`); does not change the result.
         candidates: initial learning rates sampled when the agent is applied (§4.3).
         pre_fraction: T_pre as a fraction of T for that selection.
         deterministic: apply the policy mean (True) or sample actions.
@@ -156,6 +199,11 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def episodes_per_update(self) -> int:
+        """Episodes per PPO update: ``ppo.episodes_per_update``, by default one per worker."""
+        return self.ppo.episodes_per_update or self.parallel.workers
 
     def validate(self) -> None:
         require(isinstance(self.episodes, int) and 0 < self.episodes <= 1_000_000,
@@ -173,6 +221,7 @@ class TrainConfig:
         self.env.validate()
         self.agent.validate()
         self.ppo.validate()
+        self.parallel.validate()
 
     def to_dict(self) -> dict:
         return asdict(self)

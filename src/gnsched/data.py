@@ -6,6 +6,7 @@ per batch has no DataLoader worker overhead.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     if len(raw) < header:
         raise GNSError(f"IDX file {path} is truncated inside its header.")
     dims = struct.unpack(">" + "I" * file_ndim, raw[4:header])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: np.prod wraps around at 2**64
     if len(raw) - header != expected:
         raise GNSError(f"IDX file {path} holds {len(raw) - header} data bytes but its header "
                        f"{list(dims)} needs {expected}: the file is truncated or corrupt.")
@@ -94,6 +95,10 @@ def load_fashion_mnist(data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor
         raise GNSError(f"data folder {data_dir} {what}; --data-dir must be the folder holding the IDX files.")
     arrays = {k: read_idx(_find(data_dir, stem), ndim=3 if k.endswith("images") else 1)
               for k, stem in FASHION_FILES.items()}
+    for key, arr in arrays.items():
+        if arr.dtype != np.uint8:
+            raise GNSError(f"Fashion-MNIST IDX file {FASHION_FILES[key]} holds {arr.dtype} values; "
+                           "images and labels must be unsigned bytes (type code 0x08).")
     for split in ("train", "test"):
         imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if imgs.shape[1:] != (28, 28) or len(imgs) != len(labels):

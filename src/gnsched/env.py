@@ -12,8 +12,12 @@ optimizer steps, cut into ``L = T // K`` windows (the last absorbs ``T mod K``):
 * reward: the environment returns the *delayed* reward ``(P_t2 - P_t1) · scale`` at each
   measurement ``t2`` (0 in between); it sums to the same return as the spread of Eq. 3,
   which :func:`spread_rewards` computes from ``info["metrics"]`` for training (§4.2).
-* a non-finite training loss ends the episode: the metric is taken as
-  ``P_last + divergence_penalty`` (a penalty reward) and ``info["diverged"]`` names why.
+* a non-finite training loss or validation metric ends the episode: the metric is taken
+  as ``P_last + divergence_penalty`` (a penalty reward) and ``info["diverged"]`` names why.
+  With ``EnvConfig.rollback`` the window is instead trained again from the last good
+  state (weights, optimizer, data position) at half the learning rate, up to
+  ``max_rollbacks`` times per episode; ``info["rollbacks"]`` counts them. A non-finite
+  first metric ``P_0`` (nothing to fall back on) is taken as 0.
 """
 from __future__ import annotations
 
@@ -123,7 +127,8 @@ class SchedulingEnv(gym.Env):
         return torch.nan_to_num(x, nan=0.0, posinf=10.0, neginf=-10.0)
 
     def _info(self, **kw) -> dict:
-        return {"t": self.t, "lr": self.run.lr, "step": self.run.step_count, "metrics": list(self.metrics), **kw}
+        return {"t": self.t, "lr": self.run.lr, "step": self.run.step_count, "metrics": list(self.metrics),
+                "rollbacks": self.rollbacks, **kw}
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -143,19 +148,49 @@ class SchedulingEnv(gym.Env):
         self.t = 0
         self.metrics: list[float | None] = []
         self.record = RunRecord(name="gns", extra={"lr0": lr0, "seed": ep_seed})
-        loss, self._diverged_in_reset = self.run.train(self._window(0))
+        self.rollbacks = 0
+        loss, metric, reason = self._advance(0, measure=True)
+        self._diverged_in_reset = reason is not None
         self._log_window(loss)
-        self._last_metric = self.task.evaluate(self.run.model, "val")
+        if metric is None:  # the loss diverged: the model before the bad step is still measured
+            metric = self.task.evaluate(self.run.model, "val")
+        self._last_metric = metric if math.isfinite(metric) else 0.0
         self.metrics.append(self._last_metric)
         self.record.val.append((self.run.step_count, self._last_metric))
-        reason = self._divergence_reason() if self._diverged_in_reset else None
         if reason:
             log.warning(reason + " (the next step ends the episode)")
         return self._observe(loss).numpy(), self._info(validated=True, metric=self._last_metric, diverged=reason)
 
-    def _divergence_reason(self) -> str:
-        return (f"training loss became non-finite at step {self.run.step_count + 1} with lr={self.run.lr:.3g}; "
-                f"episode ended with penalty {self.cfg.divergence_penalty}")
+    def _divergence_reason(self, metric: float | None = None) -> str:
+        what = (f"validation metric became {metric} after step {self.run.step_count}" if metric is not None
+                else f"training loss became non-finite at step {self.run.step_count + 1}")
+        return f"{what} with lr={self.run.lr:.3g}; episode ended with penalty {self.cfg.divergence_penalty}"
+
+    def _advance(self, t: int, measure: bool) -> tuple[float, float | None, str | None]:
+        """Train window ``t`` (and measure the validation metric if ``measure``).
+
+        Returns ``(mean loss, metric or None, divergence reason or None)``. With rollback
+        on, a divergence restores the state from before the window, halves the learning
+        rate (clamped to ``lr_min``) and trains the window again, while rollbacks are left.
+        """
+        while True:
+            can_roll_back = self.cfg.rollback and self.rollbacks < self.cfg.max_rollbacks
+            snap = self.run.snapshot() if can_roll_back else None
+            loss, diverged = self.run.train(self._window(t))
+            metric, reason = None, None
+            if diverged:
+                reason = self._divergence_reason()
+            elif measure:
+                metric = self.task.evaluate(self.run.model, "val")
+                if not math.isfinite(metric):
+                    reason = self._divergence_reason(metric)
+            if reason is None or snap is None:
+                return loss, metric, reason
+            self.run.restore(snap)
+            new_lr = apply_action(self.run.optimizer, -0.5, self.cfg.lr_min, self.cfg.lr_max)
+            self.rollbacks += 1
+            log.warning(reason.split(";")[0] + f"; rolled back to step {self.run.step_count} and halved the "
+                        f"learning rate to {new_lr:.3g} (rollback {self.rollbacks} of {self.cfg.max_rollbacks})")
 
     def _log_window(self, loss: float) -> None:
         self.record.steps.append(self.run.step_count)
@@ -168,26 +203,24 @@ class SchedulingEnv(gym.Env):
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], ACTION_LOW, ACTION_HIGH))
         apply_action(self.run.optimizer, a, self.cfg.lr_min, self.cfg.lr_max)
         self.t += 1
+        last = self.t == self.num_windows - 1
         if self._diverged_in_reset:  # the first window already diverged: end now, train no further
-            loss, diverged = float("nan"), True
+            loss, metric, reason = float("nan"), None, self._divergence_reason()
         else:
-            loss, diverged = self.run.train(self._window(self.t))
+            validated = last or self._rng.random() < self.cfg.val_prob
+            loss, metric, reason = self._advance(self.t, measure=validated)
         self._log_window(loss)
         scale = self.cfg.reward_scale
-        if diverged:
+        if reason is not None:
             metric = self._last_metric + self.cfg.divergence_penalty
             self.metrics.append(metric)
             self.record.diverged = True
-            reason = self._divergence_reason()
             reward = (metric - self._last_metric) * scale
             log.warning(reason)
             return (self._observe(loss).numpy(), reward, True, False,
                     self._info(validated=False, metric=metric, diverged=reason))
-        last = self.t == self.num_windows - 1
-        validated = last or self._rng.random() < self.cfg.val_prob
-        reward, metric = 0.0, None
+        reward = 0.0
         if validated:
-            metric = self.task.evaluate(self.run.model, "val")
             reward = (metric - self._last_metric) * scale
             self._last_metric = metric
             self.record.val.append((self.run.step_count, metric))

@@ -16,14 +16,20 @@ Scale-free transforms so that one agent works across model sizes and tasks:
 ``slog(x) = sign(x) * log1p(|x| / 1e-6) / log1p(1e6)`` maps signed means to [-1, 1]
 logarithmically. The operator-type embedding is added by the encoder.
 
-Cost: a two-pass mean / variance per parameter tensor and per gradient (no copy of the
-model), pooled exactly per node in float64; computed once per decision, never per
-training step.
+Cost: computed once per decision, never per training step. Per tensor, the sums
+``Σx`` and ``Σx²`` come from single passes (one fused ``torch._foreach_norm`` call for
+all tensors, which is what ``clip_grad_norm_`` uses) and ``var = E[x²] - E[x]²`` in
+float64. That formula cancels when ``var << mean²`` (normalisation weights near 1, equal
+gradients): such tensors, found by ``var < 1e-2 · mean²``, are recomputed with an exact
+two-pass variance. Per-tensor statistics are pooled exactly per node in float64 and the
+``[N, F]`` matrix is assembled in numpy (tens of tiny tensor ops cost more than the
+statistics themselves). About 0.2 ms per decision for the Fashion-MNIST MLP.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,11 +55,46 @@ def slog(x: torch.Tensor) -> torch.Tensor:
 
 
 def _var_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(variance, mean) in two passes: exact where E[x²] - E[x]² would cancel (norm weights
-    near 1), and on CPU ~7× faster than ``torch.var_mean``."""
-    t = t.float()
+    """(variance, mean) of one tensor in two passes, in float64: exact where
+    ``E[x²] - E[x]²`` would cancel."""
+    t = t.double()
     mean = t.mean()
     return (t - mean).square().mean(), mean
+
+
+#: ``E[x²] - E[x]²`` is trusted when the variance is at least this fraction of ``mean²``:
+#: float32 sums carry a relative error of ~1e-6, so the variance keeps ~4 digits.
+_CANCEL_RATIO = 1e-2
+
+
+def tensor_stats(tensors: list[torch.Tensor], absolute: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tensor ``(variance, mean)`` of ``x`` (or of ``|x|`` with ``absolute``), float64.
+
+    One fused pass for ``Σx²``, one ``sum`` per tensor for ``Σx`` (or ``Σ|x|``); tensors
+    whose variance is small against their squared mean are redone in two passes.
+    """
+    if not tensors:
+        return np.zeros(0), np.zeros(0)
+    n = np.array([t.numel() for t in tensors], dtype=np.float64)
+    sq = torch.stack(torch._foreach_norm(tensors, 2))
+    # Σ|x| as abs().sum(): on CPU 2.5× faster than the L1 norm kernels.
+    s1 = torch.stack([t.abs().sum() if absolute else t.sum() for t in tensors])
+    sq, s1 = sq.double().cpu().numpy(), s1.double().cpu().numpy()
+    mean = s1 / n
+    var = sq * sq / n - mean * mean
+    for i in np.flatnonzero(~(var >= _CANCEL_RATIO * mean * mean)):  # also catches NaN
+        t = tensors[i].abs() if absolute else tensors[i]
+        v, m = _var_mean(t)
+        var[i], mean[i] = float(v), float(m)
+    return np.maximum(var, 0.0), mean
+
+
+def _np_lg(x: np.ndarray) -> np.ndarray:
+    return np.log10(np.maximum(x, 0.0) + _LOG_EPS) / 6.0
+
+
+def _np_slog(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x) / _SLOG_EPS) / math.log1p(1.0 / _SLOG_EPS)
 
 
 class NodeFeatures:
@@ -82,60 +123,58 @@ class NodeFeatures:
                     seg_node.append(v)
                     seg_kind.append(kind)
         self.num_nodes = graph.num_nodes
-        self.numels = torch.tensor([p.numel() for p in self.tensors], dtype=torch.float64)
-        self.tensor_seg = torch.tensor(tensor_seg, dtype=torch.long)
-        self.lengths = torch.tensor(seg_len, dtype=torch.long)
-        self.seg_node = torch.tensor(seg_node, dtype=torch.long)
-        self.seg_kind = torch.tensor(seg_kind, dtype=torch.long)
+        self.numels = np.array([p.numel() for p in self.tensors], dtype=np.float64)
+        self.tensor_seg = np.array(tensor_seg, dtype=np.int64)
+        self.lengths = np.array(seg_len, dtype=np.float64)
+        self.seg_node = np.array(seg_node, dtype=np.int64)
+        self.seg_kind = np.array(seg_kind, dtype=np.int64)
 
-    def _segment_stats(self, stats: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _segment_stats(self, var_t: np.ndarray, mean_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pool per-tensor (var, mean) into per-segment mean and variance (float64, exact:
         ``var = Σ n_i (v_i + (m_i - M)²) / N``)."""
-        var_t = torch.stack([v for v, _ in stats]).double().cpu()
-        mean_t = torch.stack([m for _, m in stats]).double().cpu()
         k = len(self.lengths)
-        n_seg = self.lengths.double()
-        mean = torch.zeros(k, dtype=torch.float64).index_add_(0, self.tensor_seg, mean_t * self.numels) / n_seg
+        mean = np.bincount(self.tensor_seg, mean_t * self.numels, minlength=k) / self.lengths
         dev = var_t + (mean_t - mean[self.tensor_seg]) ** 2
-        var = torch.zeros(k, dtype=torch.float64).index_add_(0, self.tensor_seg, dev * self.numels) / n_seg
-        return mean.float(), var.float()
+        var = np.bincount(self.tensor_seg, dev * self.numels, minlength=k) / self.lengths
+        return mean, var
 
     @torch.no_grad()
-    def grad_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def grad_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
-        zero = torch.zeros(())
-        return self._segment_stats([
-            _var_mean(p.grad.detach().abs()) if p.grad is not None else (zero, zero) for p in self.tensors])
+        present = [i for i, p in enumerate(self.tensors) if p.grad is not None]
+        var_t, mean_t = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
+        var_t[present], mean_t[present] = tensor_stats([self.tensors[i].grad.detach() for i in present],
+                                                       absolute=True)
+        return self._segment_stats(var_t, mean_t)
 
     @torch.no_grad()
     def __call__(self, lr: float, train_loss: float, progress: float = 0.0,
-                 grad_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 grad_stats: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
         """Feature matrix ``[N, F]`` (float32, CPU) for the current weights and gradients
         (or the gradient statistics ``grad_stats`` taken earlier by :meth:`grad_stats`)."""
-        w_mean, w_var = self._segment_stats([_var_mean(p.detach()) for p in self.tensors])
+        w_mean, w_var = self._segment_stats(*tensor_stats([p.detach() for p in self.tensors]))
         g_mean_seg, g_var_seg = grad_stats if grad_stats is not None else self.grad_stats()
 
         n = self.num_nodes
-        x = torch.zeros(n, NUM_FEATURES)
+        x = np.zeros((n, NUM_FEATURES))
         is_w, is_b = self.seg_kind == 0, self.seg_kind == 1
-        x[self.seg_node[is_w], 0] = slog(w_mean[is_w])
-        x[self.seg_node[is_w], 1] = lg(w_var[is_w])
-        x[:, 3] = lg(torch.zeros(()))  # nodes without bias: the variance of nothing is 0
-        x[self.seg_node[is_b], 2] = slog(w_mean[is_b])
-        x[self.seg_node[is_b], 3] = lg(w_var[is_b])
+        x[self.seg_node[is_w], 0] = _np_slog(w_mean[is_w])
+        x[self.seg_node[is_w], 1] = _np_lg(w_var[is_w])
+        x[:, 3] = _np_lg(np.zeros(()))  # nodes without bias: the variance of nothing is 0
+        x[self.seg_node[is_b], 2] = _np_slog(w_mean[is_b])
+        x[self.seg_node[is_b], 3] = _np_lg(w_var[is_b])
         x[self.seg_node[is_b], 4] = 1.0
         # |grad| statistics over all of a node's parameters: pool its weight and bias segments.
-        lens = self.lengths.to(torch.float64)
-        cnt = torch.zeros(n, dtype=torch.float64).index_add_(0, self.seg_node, lens)
-        s1 = torch.zeros(n, dtype=torch.float64).index_add_(0, self.seg_node, g_mean_seg.double() * lens)
-        s2 = torch.zeros(n, dtype=torch.float64).index_add_(
-            0, self.seg_node, (g_var_seg.double() + g_mean_seg.double() ** 2) * lens)
-        g_mean = s1 / cnt
-        g_var = (s2 / cnt - g_mean ** 2).clamp_min(0)
-        x[:, 5] = lg(g_mean.float())
-        x[:, 6] = lg(g_var.float())
+        cnt = np.bincount(self.seg_node, self.lengths, minlength=n)
+        s1 = np.bincount(self.seg_node, g_mean_seg * self.lengths, minlength=n)
+        s2 = np.bincount(self.seg_node, (g_var_seg + g_mean_seg ** 2) * self.lengths, minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g_mean = s1 / cnt
+            g_var = np.maximum(s2 / cnt - g_mean ** 2, 0.0)
+        x[:, 5] = _np_lg(g_mean)
+        x[:, 6] = _np_lg(g_var)
         x[:, 7] = math.log10(max(lr, 1e-30)) / 6.0
         loss = train_loss if math.isfinite(train_loss) else 1e6
         x[:, 8] = math.log10(max(loss, 0.0) + 1e-8)
         x[:, 9] = progress
-        return x
+        return torch.from_numpy(x.astype(np.float32))

@@ -19,6 +19,28 @@ from .errors import GNSError
 MARKER = ".gnsched-output"
 
 
+def partial_dir(out: Path) -> Path:
+    """Where a resumable command (``gnsched train``) keeps ``out`` while it is being made: the
+    hidden sibling ``.<name>.partial``, renamed to ``out`` by :func:`promote` when complete."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def promote(work: Path, out: Path) -> None:
+    """Mark ``work`` as a finished gnsched output and move it to ``out``, replacing a previous
+    gnsched output there only now (``out`` was checked with :func:`check_output`)."""
+    try:
+        (work / MARKER).write_text("written by gnsched; this folder may be replaced by the next run\n")
+        os.chmod(work, 0o755)
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise GNSError(f"cannot write the output folder {out}: {e.strerror or e}.") from None
+
+
 def check_output(out: Path, protect: tuple[Path, ...] = ()) -> Path:
     """Validate ``out`` as an output folder; returns it resolved. ``protect`` lists input
     files (an agent being applied) that must not live inside it."""

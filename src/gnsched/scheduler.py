@@ -25,6 +25,14 @@ optimizer, so a step that ``torch.cuda.amp.GradScaler`` skips (inf gradients) or
 micro-batches of gradient accumulation do not advance the decision clock, even if
 ``step()`` is called for them.
 
+Distributed data parallel (``torch.distributed``): every rank must use the same learning
+rate at every step, while each rank sees its own minibatches (so its own window loss).
+The decision is made on rank 0 and broadcast: rank 0 runs the agent, sends ``(a, V)`` to
+all ranks with ``dist.broadcast`` and every rank applies the same ``a`` to the same lr
+(same float operations, so bit-identical learning rates). This is on automatically when a
+default process group is initialised (``distributed=None``); every rank must step its
+scheduler for the same optimizer steps (as DDP training does anyway).
+
 ``state_dict()`` holds everything needed to continue bit-exactly: the step and decision
 counters, the loss window, every group's learning rate, the sampling RNG state and a
 fingerprint of the agent; ``load_state_dict`` refuses a state made with another agent and
@@ -83,12 +91,14 @@ class GNSScheduler(LRScheduler):
         seed: seed of the sampling RNG (used only when ``deterministic=False``).
         writer: a ``torch.utils.tensorboard.SummaryWriter`` or a log folder; each decision
             logs ``gnsched/lr``, ``gnsched/action``, ``gnsched/value``, ``gnsched/train_loss``.
+        distributed: decide on rank 0 and broadcast (see the module docstring); ``None``:
+            when ``torch.distributed`` is initialised.
     """
 
     def __init__(self, optimizer: Optimizer, model: nn.Module, agent: GNSAgent, interval: int = 10,
                  total_steps: int | None = None, example_input: Any = None, deterministic: bool = True,
                  lr_min: float = 1e-7, lr_max: float = 1.0, seed: int = 0, progress_feature: bool = True,
-                 writer: Any = None, last_epoch: int = -1):
+                 writer: Any = None, last_epoch: int = -1, distributed: bool | None = None):
         if not (isinstance(interval, numbers.Integral) and interval > 0):
             raise GNSError(f"interval K must be a positive integer, got {interval!r}.")
         interval = int(interval)
@@ -107,6 +117,7 @@ class GNSScheduler(LRScheduler):
         self.interval, self.total_steps = interval, total_steps
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
         self.progress_feature = progress_feature
+        self.distributed = distributed
         self.fingerprint = agent_fingerprint(agent)
         self._own_writer = isinstance(writer, (str, bytes)) or hasattr(writer, "__fspath__")
         if self._own_writer:
@@ -279,8 +290,13 @@ class GNSScheduler(LRScheduler):
         x = self._features(lr, loss, progress, grad_stats=self._grad_stats)
         self._grad_stats = None
         x = torch.nan_to_num(x, nan=0.0, posinf=10.0, neginf=-10.0)
-        a, _, value = self.agent.act(x, self._structure, self.deterministic, self.generator)
-        a = min(max(a, ACTION_LOW), ACTION_HIGH)
+        if self._rank() <= 0:
+            a, _, value = self.agent.act(x, self._structure, self.deterministic, self.generator)
+            a = min(max(a, ACTION_LOW), ACTION_HIGH)
+        else:
+            a, value = 0.0, 0.0
+        if self._rank() >= 0:
+            a, value = self._broadcast(a, value)
         apply_action(self.optimizer, a, self.lr_min, self.lr_max)
         self.last_action, self.last_value, self.last_loss = a, value, loss
         if self.writer is not None:
@@ -289,6 +305,27 @@ class GNSScheduler(LRScheduler):
                 self.writer.add_scalar(f"gnsched/{tag}", v, self.last_epoch)
         self.decisions += 1
         self._window_losses = []
+
+    def _rank(self) -> int:
+        """This process's rank when decisions are shared over ``torch.distributed``, else -1."""
+        import torch.distributed as dist
+
+        on = dist.is_available() and dist.is_initialized()
+        if getattr(self, "distributed", None) and not on:
+            raise GNSError("GNSScheduler(distributed=True) needs an initialised torch.distributed process group.")
+        return dist.get_rank() if on and getattr(self, "distributed", None) is not False else -1
+
+    @staticmethod
+    def _broadcast(a: float, value: float) -> tuple[float, float]:
+        """Rank 0's ``(action, value)`` on every rank (float64, so ``a`` arrives exactly)."""
+        import torch.distributed as dist
+
+        device = torch.device("cpu")
+        if "nccl" in str(dist.get_backend()).lower():
+            device = torch.device("cuda", torch.cuda.current_device())
+        t = torch.tensor([a, value], dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        return float(t[0]), float(t[1])
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

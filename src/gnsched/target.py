@@ -5,6 +5,7 @@ train with exactly the same loop, data order and initialisation as the learned s
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -56,6 +57,21 @@ class TargetRun:
     def lr(self) -> float:
         """The global learning rate (the first param group's)."""
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def snapshot(self) -> dict:
+        """Everything a window changes (weights, optimizer state, data position), for
+        :meth:`restore` after a divergence (``EnvConfig.rollback``)."""
+        return {"model": copy.deepcopy(self.model.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "step_count": self.step_count, "pos": self._pos, "order": self._order.clone(),
+                "gen": self._gen.get_state()}
+
+    def restore(self, snap: dict) -> None:
+        """Return to the state of :meth:`snapshot` (the same batches come next)."""
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.step_count, self._pos, self._order = snap["step_count"], snap["pos"], snap["order"].clone()
+        self._gen.set_state(snap["gen"])
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         n, bs = len(self.task.splits.train_y), self.task.batch_size

@@ -1,8 +1,9 @@
 """Training an agent (Algorithm 1), applying it (end of §4.3) and running fixed schedules.
 
 ``train_agent`` runs episodes of :class:`~gnsched.env.SchedulingEnv` with the current
-policy, turns the measured metrics into rewards with Eq. 3, and makes one PPO update
-(appendix D) every ``episodes_per_update`` episodes.
+policy (in-process or on Ray workers, :mod:`gnsched.parallel`), turns the measured metrics
+into rewards with Eq. 3, makes one PPO update (appendix D) every ``episodes_per_update``
+episodes and, if asked, checkpoints after each update (:mod:`gnsched.checkpoint`).
 
 ``apply_agent`` follows §4.3: it starts ``candidates`` runs at initial learning rates
 spread evenly in log space over the task's prior (quantiles ``(i + ½)/n``: a sample that
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .agent import GNSAgent
-from .config import TrainConfig
+from .agent_kinds import AGENT_KINDS, make_agent_for_task, training_env_config
+from .config import AgentConfig, TrainConfig, from_dict
 from .env import SchedulingEnv, spread_rewards
 from .errors import GNSError
 from .hypergradient import AdamHD
@@ -46,6 +49,7 @@ class EpisodeLog:
     seconds: float
     diverged: str | None = None
     ppo: dict = field(default_factory=dict)
+    rollbacks: int = 0
 
 
 def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: torch.Generator,
@@ -68,51 +72,115 @@ def collect_episode(env: SchedulingEnv, agent: GNSAgent, seed: int, generator: t
     return rollout, info
 
 
+def _restore(state: dict, task: Task, cfg: TrainConfig, agent: GNSAgent | None) -> GNSAgent:
+    """Check that checkpoint ``state`` belongs to this run and rebuild its agent."""
+    from .checkpoint import config_from_dict
+
+    if state["task"] != task.name:
+        raise GNSError(f"the checkpoint was made on task {state['task']!r}, not {task.name!r}.")
+    saved = config_from_dict(state["config"]).to_dict()
+    now = cfg.to_dict()
+    saved.pop("parallel"), now.pop("parallel")  # where episodes run does not change the result
+    if saved != now:
+        diff = sorted(k for k in now if now[k] != saved.get(k))
+        raise GNSError(f"the checkpoint was made with another training config (differs in: {', '.join(diff)}); "
+                       "resume with the stored config.")
+    kind = state.get("kind", "gns")
+    if agent is not None and agent.kind != kind:
+        raise GNSError(f"the checkpoint holds a {kind} agent, not a {agent.kind} one.")
+    agent = agent or make_agent_for_task(kind, from_dict(AgentConfig, state["agent_cfg"]), task)
+    agent.load_state_dict(state["agent"])
+    agent.recipe = dict(state["recipe"])
+    return agent
+
+
 def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
                 on_episode: Callable[[EpisodeLog], None] | None = None,
-                writer=None) -> tuple[GNSAgent, list[EpisodeLog]]:
+                writer=None, *, task_factory: Callable[[], Task] | None = None,
+                checkpoint_dir: str | Path | None = None,
+                checkpoint_meta: dict | None = None, kind: str = "gns") -> tuple[GNSAgent, list[EpisodeLog]]:
     """Algorithm 1: train (or continue training) a GNS agent on ``task``.
 
+    ``kind``: the agent built when ``agent`` is None (:mod:`gnsched.agent_kinds`: gns, frs,
+    srls, css); a given or resumed agent keeps its own kind. Kinds that validate at every
+    decision (frs, srls) train with p = 1 whatever ``cfg.env.val_prob`` says.
+
+    Episodes are played in batches of ``cfg.episodes_per_update()`` with the same policy
+    (in-process, or on Ray workers when ``cfg.parallel.workers > 1``: see
+    :mod:`gnsched.parallel`; ``task_factory`` rebuilds the task on a worker), then one PPO
+    update is made here. Every random choice of episode ``i`` derives from ``(seed, i)``.
+
+    ``checkpoint_dir``: after every PPO update the full training state is written there
+    (:mod:`gnsched.checkpoint`); if it already holds a checkpoint, training continues from
+    it (the config must be the same, apart from ``parallel``). ``checkpoint_meta`` is stored
+    with it as ``state["meta"]`` (the CLI keeps the data folder there).
     ``writer``: an optional TensorBoard ``SummaryWriter``; per episode it logs the return,
     the final validation metric, the initial learning rate and the PPO statistics.
     """
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .parallel import make_collector
+
     cfg.validate()
+    # Pin the batch size now, so that a resumed run keeps it whatever its worker count.
+    cfg = replace(cfg, ppo=replace(cfg.ppo, episodes_per_update=cfg.episodes_per_update()))
+    state = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     torch.manual_seed(cfg.seed)
-    agent = agent or GNSAgent(cfg.agent)
+    agent = _restore(state, task, cfg, agent) if state else (agent or make_agent_for_task(kind, cfg.agent, task))
     agent.eval()
+    # What the episodes are played with: the kind may prescribe p (the checkpoint keeps ``cfg``).
+    play_cfg = replace(cfg, env=training_env_config(agent, cfg.env))
     optimizer = make_optimizer(agent, cfg.ppo)
-    env = SchedulingEnv(task, cfg.env, cfg.epochs, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
-                    "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
-                    "val_prob": cfg.env.val_prob, "lr_prior": list(task.lr_prior)}
+    gen = torch.Generator().manual_seed(cfg.seed)  # PPO minibatch order: on the driver only
     logs: list[EpisodeLog] = []
-    pending: list[Rollout] = []
-    for ep in range(cfg.episodes):
-        t0 = time.perf_counter()
-        rollout, info = collect_episode(env, agent, seed=cfg.seed * 100_003 + ep, generator=gen)
-        pending.append(rollout)
-        stats: dict = {}
-        if len(pending) == cfg.ppo.episodes_per_update or ep == cfg.episodes - 1:
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"]["ppo"])
+        torch.set_rng_state(state["rng"]["torch"])
+        logs = [EpisodeLog(**d) for d in state["logs"]]
+    if len(logs) >= cfg.episodes:  # a finished run: nothing to play
+        return agent, logs
+    env = SchedulingEnv(task, play_cfg.env, cfg.epochs, seed=cfg.seed)  # checks the config before workers start
+    collector = make_collector(env, play_cfg, agent, task_factory)
+    if not state:
+        agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
+                        "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
+                        "val_prob": env.cfg.val_prob, "lr_prior": list(task.lr_prior)}
+    per_update = cfg.episodes_per_update()
+    try:
+        ep = len(logs)
+        while ep < cfg.episodes:
+            batch = list(range(ep, min(ep + per_update, cfg.episodes)))
+            results = collector.collect(agent, batch)
+            rollouts = [r.rollout(env.structure) for r in results]
             # PPO must start from the behaviour policy, so the norms are refreshed *after*
-            # the update; the next episode acts with the refreshed statistics.
-            stats = ppo_update(agent, optimizer, pending, cfg.ppo, gen)
-            states = [o for r in pending for o in r.obs]
+            # the update; the next batch acts with the refreshed statistics.
+            stats = ppo_update(agent, optimizer, rollouts, cfg.ppo, gen)
+            states = [o for r in rollouts for o in r.obs]
             if len(states) >= 2:  # batch norm needs two rows per channel
                 agent.encoder.refresh_norm_stats(torch.stack(states), env.structure)
-            pending = []
-        measured = [m for m in info["metrics"] if m is not None]
-        final_val = env.record.val[-1][1]  # last real measurement (a divergence penalty is not one)
-        log = EpisodeLog(ep, env.record.extra["lr0"], final_val, sum(rollout.rewards), len(rollout),
-                         len(measured), time.perf_counter() - t0, info.get("diverged"), stats)
-        logs.append(log)
-        if writer is not None:
-            scalars = {"episode/return": log.episode_return, "episode/final_val": log.final_val,
-                       "episode/lr0": log.lr0, **{f"ppo/{k}": v for k, v in stats.items()}}
-            for tag, v in scalars.items():
-                writer.add_scalar(tag, v, ep)
-        if on_episode:
-            on_episode(log)
+            new = [EpisodeLog(r.episode, r.lr0, r.final_val, sum(r.rewards), len(r.actions), r.validations,
+                              r.seconds, r.diverged, stats if r is results[-1] else {}, r.rollbacks)
+                   for r in results]
+            logs += new
+            ep = batch[-1] + 1
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, {
+                    "task": task.name, "config": cfg.to_dict(), "episode": ep, "agent": agent.state_dict(),
+                    "agent_cfg": asdict(agent.cfg), "in_dim": agent.in_dim, "kind": agent.kind,
+                    "recipe": agent.recipe,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": {"ppo": gen.get_state(), "torch": torch.get_rng_state()},
+                    "logs": [vars(l) for l in logs], "meta": checkpoint_meta or {}})
+            for log in new:
+                if writer is not None:
+                    scalars = {"episode/return": log.episode_return, "episode/final_val": log.final_val,
+                               "episode/lr0": log.lr0, **{f"ppo/{k}": v for k, v in log.ppo.items()}}
+                    for tag, v in scalars.items():
+                        writer.add_scalar(tag, v, log.episode)
+                if on_episode:
+                    on_episode(log)
+    finally:
+        collector.close()
     return agent, logs
 
 
@@ -159,6 +227,7 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
         a, _, _ = agent.act(torch.as_tensor(obs), env.structure, cfg.deterministic, gen)
         obs, _, done, _, info = env.step([a])
     rec = env.record
+    rec.name = agent.kind
     rec.test_metric = task.evaluate(env.run.model, "test")
     rec.seconds = time.perf_counter() - t0
     rec.extra.update({"candidates": lrs, "candidate_scores": scores, "t_pre": t_pre if len(lrs) > 1 else 0})
@@ -167,7 +236,9 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
 
 #: Fixed schedules of :func:`run_schedule` (untuned defaults; ``gns`` is the learned one).
 FIXED_SCHEDULES = ("constant", "cosine", "polynomial", "wsd", "adam-hd", "schedule-free")
-SCHEDULES = FIXED_SCHEDULES + ("gns",)
+#: Learned schedules: an agent of that kind (:data:`~gnsched.agent_kinds.AGENT_KINDS`).
+LEARNED_SCHEDULES = AGENT_KINDS
+SCHEDULES = FIXED_SCHEDULES + LEARNED_SCHEDULES
 
 #: Settable parameters of each fixed schedule (keyword arguments of :func:`run_schedule`).
 SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {

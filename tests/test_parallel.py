@@ -1,0 +1,71 @@
+"""Parallel episode collection on Ray: same agent as in-process, whatever the worker count.
+
+Ray starts once for the module (a 2-CPU local instance) and is shut down at the end.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gnsched.config import AgentConfig, ParallelConfig, PPOConfig, TrainConfig
+from gnsched.parallel import episode_seeds
+from gnsched.train import train_agent
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install gnsched[ray])")
+
+
+def _cfg(workers: int, per_update: int = 2) -> TrainConfig:
+    return TrainConfig(episodes=4, epochs=2, seed=3, agent=AgentConfig(hidden=16, head_hidden=8, type_dim=4),
+                       ppo=PPOConfig(epochs=2, episodes_per_update=per_update),
+                       parallel=ParallelConfig(workers=workers))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def in_process(digits_task):
+    return train_agent(digits_task, _cfg(workers=1))
+
+
+def _same_agent(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _logs(logs):
+    return [{k: v for k, v in vars(l).items() if k != "seconds"} for l in logs]
+
+
+def test_two_ray_workers_give_the_in_process_agent(ray_local, digits_task, in_process):
+    agent, logs = train_agent(digits_task, _cfg(workers=2))
+    ref_agent, ref_logs = in_process
+    assert [l.episode for l in logs] == [0, 1, 2, 3]
+    assert _logs(logs) == _logs(ref_logs)                 # same lr0, returns, PPO statistics
+    assert [bool(l.ppo) for l in logs] == [False, True, False, True]  # one update per 2 episodes
+    assert _same_agent(agent, ref_agent)                 # bit-identical weights and norm statistics
+
+
+def test_episodes_per_update_defaults_to_workers():
+    assert _cfg(workers=3, per_update=None).episodes_per_update() == 3
+    assert _cfg(workers=1, per_update=None).episodes_per_update() == 1
+    assert _cfg(workers=3, per_update=5).episodes_per_update() == 5
+
+
+def test_episode_seeds_depend_on_seed_and_index_only():
+    assert episode_seeds(3, 1) == episode_seeds(3, 1)
+    seeds = {episode_seeds(s, i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150 and all(0 <= n < 2**63 for _, n in seeds)
+
+
+def test_without_ray_workers_run_in_process(digits_task, in_process, monkeypatch, caplog):
+    import gnsched.parallel as par
+
+    monkeypatch.setattr(par, "ray_available", lambda: False)
+    agent, _ = train_agent(digits_task, _cfg(workers=2))
+    assert "Ray is not installed" in caplog.text
+    assert _same_agent(agent, in_process[0])
