@@ -107,7 +107,7 @@ class RecordStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.computed = 0  # runs actually executed by this store (not answered from disk)
+        self.computed = 0  # runs executed and stored by this store (not answered from disk)
 
     def path(self, key: dict) -> Path:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -138,8 +138,9 @@ class RecordStore:
         found = self.get(key)
         if found is not None:
             return found
+        result = fn()
         self.computed += 1
-        return self.put(key, fn())
+        return self.put(key, result)
 
     def all(self) -> list[dict]:
         out = []
