@@ -168,7 +168,8 @@ class Context:
 
     def key(self, method: str, kind: str, config: Config, seed: int) -> dict:
         key = record_key(self.task.name, method, kind, config, seed, self.epochs)
-        key["data"] = list(self.task.splits.sizes())  # a redefined task never reuses old records
+        splits = getattr(self.task, "splits", None)  # a redefined task never reuses old records
+        key["data"] = list(splits.sizes()) if hasattr(splits, "sizes") else [self.task.num_train()]
         return key
 
 

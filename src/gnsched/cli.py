@@ -157,8 +157,8 @@ def _write_results(out: Path, task, cfg: TrainConfig, records, logs=None, extra:
 
 
 # --------------------------------------------------------------------------- commands
-_TASK = typer.Option("digits-mlp", "--task", help="task name: digits-mlp, fashion-mnist-mlp")
-_DATA = typer.Option(None, "--data-dir", help="folder with the task's data files (IDX .gz for Fashion-MNIST)")
+_TASK = typer.Option("digits-mlp", "--task", help="task name: digits-mlp, fashion-mnist-mlp, glue-<task>[-paper|-3l]")
+_DATA = typer.Option(None, "--data-dir", help="folder with the task's data files (IDX .gz for Fashion-MNIST; the GLUE folder holding RTE/, CoLA/, ... for glue-*)")
 
 
 @app.command()

@@ -23,7 +23,8 @@ float64. That formula cancels when ``var << mean²`` (normalisation weights near
 gradients): such tensors, found by ``var < 1e-2 · mean²``, are recomputed with an exact
 two-pass variance. Per-tensor statistics are pooled exactly per node in float64 and the
 ``[N, F]`` matrix is assembled in numpy (tens of tiny tensor ops cost more than the
-statistics themselves). About 0.2 ms per decision for the Fashion-MNIST MLP.
+statistics themselves). About 0.2 ms per decision for the Fashion-MNIST MLP and ~60 ms
+for MiniLM's 22.7 M parameters.
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def _var_mean(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (t - mean).square().mean(), mean
 
 
+#: Tensors of at least this many elements (and 2+ dimensions: a transformer's embedding
+#: and projection matrices) are summed row by row, without the temporary of ``abs()``.
+LARGE_NUMEL = 1 << 18
+
 #: ``E[x²] - E[x]²`` is trusted when the variance is at least this fraction of ``mean²``:
 #: float32 sums carry a relative error of ~1e-6, so the variance keeps ~4 digits.
 _CANCEL_RATIO = 1e-2
@@ -76,12 +81,21 @@ def tensor_stats(tensors: list[torch.Tensor], absolute: bool = False) -> tuple[n
     if not tensors:
         return np.zeros(0), np.zeros(0)
     n = np.array([t.numel() for t in tensors], dtype=np.float64)
-    sq = torch.stack(torch._foreach_norm(tensors, 2))
-    # Σ|x| as abs().sum(): on CPU 2.5× faster than the L1 norm kernels.
-    s1 = torch.stack([t.abs().sum() if absolute else t.sum() for t in tensors])
-    sq, s1 = sq.double().cpu().numpy(), s1.double().cpu().numpy()
+    s1, s2 = np.zeros(len(tensors)), np.zeros(len(tensors))
+    big = [i for i, t in enumerate(tensors) if t.numel() >= LARGE_NUMEL and t.dim() >= 2]
+    small = [i for i in range(len(tensors)) if i not in set(big)]
+    if small:
+        ts = [tensors[i] for i in small]
+        sq = torch.stack(torch._foreach_norm(ts, 2)).double()
+        # Σ|x| as abs().sum(): on CPU 2.5× faster than the L1 norm kernel for small tensors.
+        sm = torch.stack([t.abs().sum() if absolute else t.sum() for t in ts]).double()
+        s1[small], s2[small] = sm.cpu().numpy(), (sq * sq).cpu().numpy()
+    for i in big:  # row sums in float32, rows added in float64: no temporaries, and precise
+        rows = tensors[i].reshape(tensors[i].shape[0], -1)
+        s1[i] = float((torch.linalg.vector_norm(rows, 1, dim=1) if absolute else rows.sum(1)).double().sum())
+        s2[i] = float(torch.linalg.vector_norm(rows, 2, dim=1).double().square().sum())
     mean = s1 / n
-    var = sq * sq / n - mean * mean
+    var = s2 / n - mean * mean
     for i in np.flatnonzero(~(var >= _CANCEL_RATIO * mean * mean)):  # also catches NaN
         t = tensors[i].abs() if absolute else tensors[i]
         v, m = _var_mean(t)

@@ -46,6 +46,8 @@ class TargetRun:
         torch.manual_seed(seed)
         self.model = task.make_model()
         self.model.train()
+        #: where the task put the model (a task that uses the GPU builds its model there)
+        self.device = next(self.model.parameters()).device
         self.optimizer = task.make_optimizer(self.model, lr)
         self.total_steps = epochs * task.steps_per_epoch()
         self.step_count = 0
@@ -73,15 +75,15 @@ class TargetRun:
         self.step_count, self._pos, self._order = snap["step_count"], snap["pos"], snap["order"].clone()
         self._gen.set_state(snap["gen"])
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n, bs = len(self.task.splits.train_y), self.task.batch_size
+    def _next_batch(self):
+        n, bs = self.task.num_train(), self.task.batch_size
         if self._pos >= n:
             self._pos = 0
         if self._pos == 0:
             self._order = torch.randperm(n, generator=self._gen)
         idx = self._order[self._pos:self._pos + bs]
         self._pos += bs
-        return self.task.splits.train_x[idx], self.task.splits.train_y[idx]
+        return self.task.batch(idx)
 
     def train(self, steps: int, scheduler=None) -> tuple[float, bool]:
         """Run ``steps`` optimizer steps; returns (mean training loss, diverged).
@@ -90,12 +92,12 @@ class TargetRun:
         are still there for the node features. A non-finite loss stops the window before
         the bad gradient is applied and reports ``diverged = True``.
         """
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         done = 0
         for _ in range(steps):
-            x, y = self._next_batch()
+            batch = self._next_batch()
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task.loss(self.model(x), y)
+            loss = self.task.compute_loss(self.model, batch)
             if not torch.isfinite(loss):
                 return float("nan"), True
             loss.backward()

@@ -15,6 +15,9 @@ schedule (T via epochs, K, batch size, lr prior). Registered tasks:
                           subset), 3 000 validation, full 10k test; 3 epochs (T = 141), K = 5.
 ``fashion-mnist-vgg``     the same data and optimizer with :class:`SmallVGG` (conv-conv-pool
                           × 3, widths 8/16/32): the transfer target of Table 3.
+``glue-<task>``           GLUE (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) fine-tuning of
+                          all-MiniLM-L6-v2, AdamW; CPU profile (``-paper``: Table 8;
+                          ``-3l``: first 3 layers). See :mod:`gnsched.glue_task`.
 ========================  ==================================================================
 
 The image tasks are sized for one CPU core (one training step of the ResNet ≈ 40 ms, of the
@@ -82,17 +85,36 @@ class Task:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.splits.train_y) / self.batch_size)
 
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return len(self.splits.train_y)
+
+    def param_groups(self, model: nn.Module):
+        """What the optimizer optimises: all parameters (one group) unless a task overrides it
+        (the GLUE tasks exclude biases and LayerNorm weights from weight decay)."""
+        return model.parameters()
+
     def make_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        params = self.param_groups(model)
         if self.optimizer == "adam":
-            return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
         if self.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=self.weight_decay)
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=self.weight_decay)
         raise GNSError(f"unknown optimizer {self.optimizer!r}; allowed: adam, adamw, sgd.")
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, y)
+
+    def batch(self, idx: torch.Tensor):
+        """The training minibatch of example indices ``idx``: ``(inputs, targets)``."""
+        return self.splits.train_x[idx], self.splits.train_y[idx]
+
+    def compute_loss(self, model: nn.Module, batch) -> torch.Tensor:
+        """Training loss of ``model`` on a minibatch from :meth:`batch`."""
+        x, y = batch
+        return self.loss(model(x), y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "val", chunk: int = 4096) -> float:
@@ -154,10 +176,34 @@ def _vgg(data_dir: str | Path | None) -> Task:
     return _image_task("fashion-mnist-vgg", data_dir, SmallVGG, "VGG-style conv-conv-pool x 3 (8/16/32)")
 
 
+def _glue(task: str, profile: str = "cpu", layers: int | None = None, name: str | None = None):
+    def factory(data_dir: str | Path | None) -> Task:
+        from .glue_task import glue_task  # imports transformers only when a GLUE task is built
+
+        return glue_task(task, data_dir, profile, layers, name)
+    return factory
+
+
+def _glue_tasks() -> dict[str, Callable[[str | Path | None], Task]]:
+    """``glue-<task>`` (CPU profile), ``glue-<task>-paper`` (Table 8) and ``glue-<task>-3l``
+    (first 3 layers) for the eight GLUE tasks (see :mod:`gnsched.glue_task`)."""
+    from .glue import GLUE_SPECS
+
+    out = {}
+    for spec in GLUE_SPECS:
+        base = f"glue-{spec.lower().replace('-', '')}"
+        out[base] = _glue(spec, name=base)
+        out[base + "-paper"] = _glue(spec, "paper", name=base + "-paper")
+        out[base + "-3l"] = _glue(spec, layers=3, name=base + "-3l")
+    return out
+
+
 TASKS: dict[str, Callable[[str | Path | None], Task]] = {"digits-mlp": _digits, "fashion-mnist-mlp": _fashion,
-                                                         "fashion-mnist-resnet": _resnet, "fashion-mnist-vgg": _vgg}
+                                                          "fashion-mnist-resnet": _resnet, "fashion-mnist-vgg": _vgg,
+                                                          **_glue_tasks()}
 #: Tasks that read their data from ``--data-dir``.
-TASKS_WITH_FILES = frozenset({"fashion-mnist-mlp", "fashion-mnist-resnet", "fashion-mnist-vgg"})
+TASKS_WITH_FILES = frozenset({"fashion-mnist-mlp", "fashion-mnist-resnet", "fashion-mnist-vgg"}
+                             | {n for n in TASKS if n.startswith("glue-")})
 
 
 def get_task(name: str, data_dir: str | Path | None = None) -> Task:

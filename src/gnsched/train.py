@@ -262,12 +262,12 @@ def _attach_schedule(run: TargetRun, schedule: str, lr: float, params: dict):
         import schedulefree
 
         warmup = params.get("warmup", 0.05)
-        run.optimizer = schedulefree.AdamWScheduleFree(run.model.parameters(), lr=lr,
+        run.optimizer = schedulefree.AdamWScheduleFree(run.task.param_groups(run.model), lr=lr,
                                                        weight_decay=run.task.weight_decay,
                                                        warmup_steps=int(round(warmup * run.total_steps)))
         run.optimizer.train()
         return None
-    run.optimizer = AdamHD(run.model.parameters(), lr=lr, beta=params.get("beta", 1e-8),
+    run.optimizer = AdamHD(run.task.param_groups(run.model), lr=lr, beta=params.get("beta", 1e-8),
                            weight_decay=run.task.weight_decay, decoupled=run.task.optimizer == "adamw")
     return None
 
@@ -287,7 +287,7 @@ def _schedule_free_eval_mode(run: TargetRun, batches: int = 20) -> None:
         m.momentum = None  # cumulative average over the refresh batches
     run.model.train()
     for _ in range(batches):
-        run.model(run._next_batch()[0])
+        run.task.compute_loss(run.model, run._next_batch())  # the forward pass updates the statistics
     for m, mom in zip(norms, saved):
         m.momentum = mom
 
