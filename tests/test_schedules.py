@@ -201,3 +201,15 @@ def test_run_schedule_wsd_and_adam_hd(digits_task):
     hd = run_schedule(digits_task, "adam-hd", 1e-3, seed=0, epochs=5, log_interval=9)
     assert hd.lrs[0] == 1e-3 and hd.lrs[-1] != hd.lrs[0] and all(l > 0 for l in hd.lrs)
     assert 0.5 < hd.test_metric <= 1.0
+
+
+@pytest.mark.parametrize("shape, power, mid", [("constant", 1.0, 1.0), ("cosine", 1.0, 0.5 * 0.99 + 0.01),
+                                               ("polynomial", 1.0, 0.5 * 0.99 + 0.01),
+                                               ("polynomial", 2.0, 0.25 * 0.99 + 0.01)])
+def test_table5_point_without_warmup(shape, power, mid):
+    # eta1 = 0, eta2 = 0.5, mu = 1e-2 (a Table 5 grid point), T = 200: decay ends at step 100
+    f = [warmup_decay_factor(t, 200, shape, eta1=0.0, eta2=0.5, mu=1e-2, power=power) for t in (0, 50, 100, 199)]
+    assert f[0] == 1.0                                  # no warmup: alpha_max from the first step
+    assert f[1] == pytest.approx(mid)                   # mid-decay, u = 1/2
+    end = 1.0 if shape == "constant" else 1e-2
+    assert f[2] == pytest.approx(end) and f[3] == pytest.approx(end)  # alpha_min from eta2·T on

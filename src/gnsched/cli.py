@@ -308,8 +308,8 @@ def _resume(resume: Path, par: ParallelConfig, threads: int, quiet: bool, tensor
 def run(task_name: str = _TASK, data_dir: Optional[Path] = _DATA,
         out: Path = typer.Option(Path("runs/run"), help="output folder (replaced when complete)"),
         schedule: list[str] = typer.Option(["constant", "cosine", "gns"], help="schedules: constant, cosine, "
-                                           "polynomial, wsd, adam-hd, and the learned gns, frs, srls, css "
-                                           "(repeat the option)"),
+                                           "polynomial, wsd, adam-hd, schedule-free, and the learned gns, frs, "
+                                           "srls, css (repeat the option)"),
         agent_path: Optional[Path] = typer.Option(None, "--agent", help="trained agent (.safetensors); "
                                                   "without it, gns trains one first"),
         episodes: int = typer.Option(30, help="training episodes when no --agent is given"),
@@ -415,6 +415,61 @@ def plot(run_dir: Path = typer.Argument(..., help="an output folder of gnsched r
         except OSError as e:
             raise GNSError(f"cannot write {target}: {e.strerror or e}.") from None
         typer.echo(f"plot written to {target}")
+    except GNSError as e:
+        _fail(str(e))
+
+
+@app.command()
+def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test) or full (the real benchmark)"),
+          data_dir: Optional[Path] = _DATA,
+          out: Optional[Path] = typer.Option(None, help="benchmark folder (default runs/bench-PROFILE); "
+                                             "rerunning resumes in it"),
+          task: list[str] = typer.Option([], "--task", help="only these tasks of the profile (repeat the option)"),
+          epochs: list[str] = typer.Option([], "--epochs", help="override a task's epochs as TASK=N, e.g. "
+                                           "fashion-mnist-mlp=10 (repeat the option)"),
+          method: list[str] = typer.Option([], "--method", help="run these methods instead of the profile's "
+                                           "(repeat the option; e.g. srls, css, frs on a finished folder)"),
+          render_only: bool = typer.Option(False, help="only render the existing records")):
+    """Tune and compare all methods on the profile's tasks (resumable), then render tables and plots."""
+    try:
+        from dataclasses import replace
+
+        from .bench import PROFILES, run_bench
+        from .output import MARKER
+        from .report import markdown, render
+
+        if profile not in PROFILES:
+            raise GNSError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}.")
+        prof = PROFILES[profile]
+        bad = [t for t in task if t not in prof.tasks]
+        if bad:
+            raise GNSError(f"task {bad[0]!r} is not in profile {profile}; allowed: {', '.join(prof.tasks)}.")
+        if task:
+            prof = replace(prof, tasks=tuple(task), transfer=tuple(p for p in prof.transfer if p[0] in task))
+        if method:
+            from .bench import METHODS
+
+            bad = [m for m in method if m not in METHODS]
+            if bad:
+                raise GNSError(f"unknown method {bad[0]!r}; allowed: {', '.join(METHODS)}.")
+            prof = replace(prof, methods=tuple(dict.fromkeys(method)))
+        overrides = dict(prof.epochs)
+        for item in epochs:
+            name, _, n = item.partition("=")
+            if not (n.isdigit() and 0 < int(n) <= 100_000):
+                raise GNSError(f"--epochs {item!r} must look like TASK=N with N a positive integer.")
+            overrides[name] = int(n)
+        prof = replace(prof, epochs=overrides)
+        out = out or Path("runs") / f"bench-{profile}"
+        check_output(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("gnsched bench folder; rerun the same command to resume\n")
+        if not render_only:
+            store = run_bench(prof, out, data_dir, on_event=lambda msg: typer.echo(msg, err=True))
+            typer.echo(f"{store.computed} runs computed now (finished runs found in {out} were reused)", err=True)
+        summary = render(out)
+        typer.echo(markdown(summary))
+        typer.echo(f"results.md, results.json and plots written to {out}/")
     except GNSError as e:
         _fail(str(e))
 

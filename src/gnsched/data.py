@@ -130,6 +130,24 @@ def fashion_mnist_splits(data_dir: str | Path, n_val: int = 10_000, seed: int = 
     return Splits(tx, ty, vx, vy, prep(te_x), te_y)
 
 
+def fashion_mnist_image_splits(data_dir: str | Path, pool: int = 2, n_train: int | None = None,
+                               n_val: int = 10_000, seed: int = 0) -> Splits:
+    """Fashion-MNIST as normalised ``[n, 1, 28/pool, 28/pool]`` images (``pool × pool`` average
+    pooling), ``n_val`` validation images carved from train with ``seed``, then the first
+    ``n_train`` of the remaining (already shuffled) training images kept (all when ``None``).
+    The test split is always the full 10k test set."""
+    tr_x, tr_y, te_x, te_y = load_fashion_mnist(data_dir)
+
+    def prep(imgs: torch.Tensor) -> torch.Tensor:
+        x = ((imgs.float() / 255.0 - 0.2860) / 0.3530).unsqueeze(1)
+        return torch.nn.functional.avg_pool2d(x, pool) if pool > 1 else x
+
+    tx, ty, vx, vy = carve_validation(prep(tr_x), tr_y, n_val, seed)
+    if n_train is not None:
+        tx, ty = tx[:n_train], ty[:n_train]
+    return Splits(tx.contiguous(), ty, vx.contiguous(), vy, prep(te_x), te_y)
+
+
 def digits_splits(seed: int = 0) -> Splits:
     """scikit-learn's bundled digits (1797 8×8 images): 20 % test, 20 % of the rest validation,
     stratified with a fixed seed."""

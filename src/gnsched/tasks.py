@@ -9,10 +9,20 @@ schedule (T via epochs, K, batch size, lr prior). Registered tasks:
 ``fashion-mnist-mlp``     Fashion-MNIST (IDX files from ``--data-dir``), 3-layer MLP hidden
                           128, Adam, batch 128 (appendix E.10), 10k validation images carved
                           from train with seed 0, 10 epochs, K = 50 (78 decisions).
+``fashion-mnist-resnet``  Fashion-MNIST 2×2 average-pooled to 14×14, :class:`SmallResNet` (stem,
+                          3 stages × 2 BasicBlocks, widths 8/16/32, BatchNorm), SGD momentum
+                          0.9, weight decay 5e-4, batch 128; 6 000 training images (a seeded
+                          subset), 3 000 validation, full 10k test; 3 epochs (T = 141), K = 5.
+``fashion-mnist-vgg``     the same data and optimizer with :class:`SmallVGG` (conv-conv-pool
+                          × 3, widths 8/16/32): the transfer target of Table 3.
 ``glue-<task>``           GLUE (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) fine-tuning of
                           all-MiniLM-L6-v2, AdamW; CPU profile (``-paper``: Table 8;
                           ``-3l``: first 3 layers). See :mod:`gnsched.glue_task`.
 ========================  ==================================================================
+
+The image tasks are sized for one CPU core (one training step of the ResNet ≈ 40 ms, of the
+VGG ≈ 16 ms on the reference machine, so one 3-epoch run takes ≈ 7 s / ≈ 3 s); SGD with
+momentum is the optimizer the paper's search space (alpha_max in 1e-1..1e-3) is meant for.
 """
 from __future__ import annotations
 
@@ -137,6 +147,35 @@ def _fashion(data_dir: str | Path | None) -> Task:
                 description="Fashion-MNIST, 3-layer MLP hidden 128, Adam, batch 128 (appendix E.10)")
 
 
+#: Data of the image tasks: training subset, validation size, pooling (see the module docstring).
+IMAGE_TRAIN, IMAGE_VAL, IMAGE_POOL = 6_000, 3_000, 2
+
+
+def _image_task(name: str, data_dir: str | Path | None, make_model: Callable[[], nn.Module], what: str) -> Task:
+    from .data import fashion_mnist_image_splits
+
+    if data_dir is None:
+        raise GNSError(f"task {name} needs --data-dir pointing at the four Fashion-MNIST "
+                       "IDX .gz files (e.g. ../shared/data/fashion-mnist).")
+    splits = fashion_mnist_image_splits(data_dir, pool=IMAGE_POOL, n_train=IMAGE_TRAIN, n_val=IMAGE_VAL)
+    return Task(name, make_model, splits, epochs=3, batch_size=128, interval=5, lr_prior=(1e-3, 1e-1),
+                default_lr=0.05, optimizer="sgd", weight_decay=5e-4,
+                description=f"Fashion-MNIST 14x14 ({IMAGE_TRAIN} train / {IMAGE_VAL} val), {what}, "
+                            "SGD momentum 0.9 wd 5e-4, batch 128")
+
+
+def _resnet(data_dir: str | Path | None) -> Task:
+    from .models import SmallResNet
+
+    return _image_task("fashion-mnist-resnet", data_dir, SmallResNet, "ResNet 3 stages x 2 BasicBlocks (8/16/32)")
+
+
+def _vgg(data_dir: str | Path | None) -> Task:
+    from .models import SmallVGG
+
+    return _image_task("fashion-mnist-vgg", data_dir, SmallVGG, "VGG-style conv-conv-pool x 3 (8/16/32)")
+
+
 def _glue(task: str, profile: str = "cpu", layers: int | None = None, name: str | None = None):
     def factory(data_dir: str | Path | None) -> Task:
         from .glue_task import glue_task  # imports transformers only when a GLUE task is built
@@ -160,9 +199,11 @@ def _glue_tasks() -> dict[str, Callable[[str | Path | None], Task]]:
 
 
 TASKS: dict[str, Callable[[str | Path | None], Task]] = {"digits-mlp": _digits, "fashion-mnist-mlp": _fashion,
+                                                          "fashion-mnist-resnet": _resnet, "fashion-mnist-vgg": _vgg,
                                                           **_glue_tasks()}
 #: Tasks that read their data from ``--data-dir``.
-TASKS_WITH_FILES = frozenset({"fashion-mnist-mlp"} | {n for n in TASKS if n.startswith("glue-")})
+TASKS_WITH_FILES = frozenset({"fashion-mnist-mlp", "fashion-mnist-resnet", "fashion-mnist-vgg"}
+                             | {n for n in TASKS if n.startswith("glue-")})
 
 
 def get_task(name: str, data_dir: str | Path | None = None) -> Task:

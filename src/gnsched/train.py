@@ -235,38 +235,83 @@ def apply_agent(agent: GNSAgent, task: Task, cfg: TrainConfig, seed: int,
 
 
 #: Fixed schedules of :func:`run_schedule` (untuned defaults; ``gns`` is the learned one).
-FIXED_SCHEDULES = ("constant", "cosine", "polynomial", "wsd", "adam-hd")
+FIXED_SCHEDULES = ("constant", "cosine", "polynomial", "wsd", "adam-hd", "schedule-free")
 #: Learned schedules: an agent of that kind (:data:`~gnsched.agent_kinds.AGENT_KINDS`).
 LEARNED_SCHEDULES = AGENT_KINDS
 SCHEDULES = FIXED_SCHEDULES + LEARNED_SCHEDULES
 
+#: Settable parameters of each fixed schedule (keyword arguments of :func:`run_schedule`).
+SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "constant": ("eta1",), "cosine": ("eta1", "eta2", "mu"), "polynomial": ("eta1", "eta2", "mu", "power"),
+    "wsd": ("warmup", "decay", "mu"), "adam-hd": ("beta",), "schedule-free": ("warmup",),
+}
 
-def _attach_schedule(run: TargetRun, schedule: str, lr: float):
-    """The scheduler (or optimizer) of a fixed schedule, at its default settings: cosine and
-    linear (polynomial, power 1) decay to 0 without warmup (Eq. 7), WSD with the last 20 %
-    decaying linearly to 0, Adam-HD with hypergradient lr 1e-8 (appendix B.4)."""
+
+def _attach_schedule(run: TargetRun, schedule: str, lr: float, params: dict):
+    """The scheduler (or optimizer) of a fixed schedule. Defaults: cosine and linear
+    (polynomial, power 1) decay to 0 without warmup (Eq. 7: ``eta1`` warmup, ``eta2`` decay
+    end, ``mu`` = alpha_min / alpha_max, ``power``), WSD with the last 20 % decaying linearly
+    to 0, Adam-HD with hypergradient lr ``beta`` 1e-8 (appendix B.4), schedule-free AdamW
+    (Defazio et al. 2024, package ``schedulefree``) with a linear warmup over ``warmup`` · T
+    steps (5 %) and the task's weight decay."""
     if schedule in ("constant", "cosine", "polynomial"):
-        return WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule)
+        return WarmupDecayLR(run.optimizer, run.total_steps, shape=schedule, **params)
     if schedule == "wsd":
-        return WarmupStableDecayLR(run.optimizer, run.total_steps, warmup=0.0, decay=0.2)
-    run.optimizer = AdamHD(run.task.param_groups(run.model), lr=lr, beta=1e-8, weight_decay=run.task.weight_decay,
-                           decoupled=run.task.optimizer == "adamw")
+        return WarmupStableDecayLR(run.optimizer, run.total_steps, **({"warmup": 0.0, "decay": 0.2} | params))
+    if schedule == "schedule-free":
+        import schedulefree
+
+        warmup = params.get("warmup", 0.05)
+        run.optimizer = schedulefree.AdamWScheduleFree(run.task.param_groups(run.model), lr=lr,
+                                                       weight_decay=run.task.weight_decay,
+                                                       warmup_steps=int(round(warmup * run.total_steps)))
+        run.optimizer.train()
+        return None
+    run.optimizer = AdamHD(run.task.param_groups(run.model), lr=lr, beta=params.get("beta", 1e-8),
+                           weight_decay=run.task.weight_decay, decoupled=run.task.optimizer == "adamw")
     return None
 
 
+@torch.no_grad()
+def _schedule_free_eval_mode(run: TargetRun, batches: int = 20) -> None:
+    """Switch a schedule-free optimizer to its averaged (evaluation) weights. BatchNorm
+    running statistics were collected at the training iterates, so they are recomputed
+    at the averaged weights from ``batches`` training minibatches (the package's advice)."""
+    run.optimizer.eval()
+    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the refresh batches
+    run.model.train()
+    for _ in range(batches):
+        run.task.compute_loss(run.model, run._next_batch())  # the forward pass updates the statistics
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+
+
 def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | None = None,
-                 log_interval: int | None = None) -> RunRecord:
-    """Train ``task``'s model with one of :data:`FIXED_SCHEDULES` from learning rate ``lr``."""
+                 log_interval: int | None = None, test: bool = True, **params: float) -> RunRecord:
+    """Train ``task``'s model with one of :data:`FIXED_SCHEDULES` from learning rate ``lr``
+    (alpha_max, or alpha_0 for Adam-HD); ``params`` are the schedule's settings named in
+    :data:`SCHEDULE_PARAMS` (e.g. ``eta2=0.5, mu=0.01, power=2`` for polynomial). With
+    ``test=False`` (tuning trials) the test metric is not measured (left NaN)."""
     if schedule not in FIXED_SCHEDULES:
         raise GNSError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}.")
     if not (math.isfinite(lr) and lr > 0):
         raise GNSError(f"learning rate must be a positive finite number, got {lr!r}.")
+    bad = sorted(set(params) - set(SCHEDULE_PARAMS[schedule]))
+    if bad:
+        raise GNSError(f"schedule {schedule!r} has no parameter {bad[0]!r}; allowed: "
+                       f"{', '.join(SCHEDULE_PARAMS[schedule])}.")
     t0 = time.perf_counter()
     epochs = epochs or task.epochs
     run = TargetRun(task, lr, seed, epochs)
-    sched = _attach_schedule(run, schedule, lr)
+    sched = _attach_schedule(run, schedule, lr, params)
     k = log_interval or task.interval
-    rec = RunRecord(name=schedule, extra={"lr0": lr, "seed": seed})
+    rec = RunRecord(name=schedule, extra={"lr0": lr, "seed": seed, **params})
     while run.step_count < run.total_steps:
         window_lr = run.lr
         loss, diverged = run.train(min(k, run.total_steps - run.step_count), sched)
@@ -276,7 +321,10 @@ def run_schedule(task: Task, schedule: str, lr: float, seed: int, epochs: int | 
         if diverged:
             rec.diverged = True
             break
+    if schedule == "schedule-free":
+        _schedule_free_eval_mode(run)
     rec.val.append((run.step_count, task.evaluate(run.model, "val")))
-    rec.test_metric = task.evaluate(run.model, "test")
+    if test:
+        rec.test_metric = task.evaluate(run.model, "test")
     rec.seconds = time.perf_counter() - t0
     return rec

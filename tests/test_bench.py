@@ -1,0 +1,117 @@
+"""The benchmark: a tiny profile on the digits task runs every method, resumes without
+recomputing anything, transfers, and renders (also from partial records)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from gnsched import bench
+from gnsched.bench import Profile, RecordStore, run_bench
+from gnsched.report import render
+
+TINY = Profile("tiny", ("digits-mlp",), epochs={"digits-mlp": 1, "digits-copy": 1}, seeds=2,
+               methods=("constant", "cosine", "schedule-free", "cma-es", "gns", "srls"),
+               grid={"lr": (1e-2, 1e-3), "mu": (1e-2,), "eta2": (1.0,)}, cma_budget=3, gns_episodes=1,
+               transfer=(("digits-mlp", "digits-copy"),))
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory, digits_task):
+    out = tmp_path_factory.mktemp("bench")
+    task = dataclasses.replace(digits_task, interval=6)  # 3 decisions in the 18-step episode
+    tasks = {"digits-mlp": task, "digits-copy": dataclasses.replace(task, name="digits-copy")}
+    store = run_bench(TINY, out, load_task=tasks.__getitem__)
+    return out, tasks, store
+
+
+def test_first_run_computes_every_run_once(bench_dir):
+    _, _, store = bench_dir
+    # trials: constant 2 + cosine 2 + schedule-free 2 (the profile's lr list) + CMA-ES 3; GNS 1
+    # training + SRLS 1 training; evaluation: 6 methods × 2 seeds on the task and 6 × 2 on the
+    # transfer target
+    assert store.computed == 2 + 2 + 2 + 3 + 1 + 1 + 12 + 12
+
+
+def test_second_invocation_recomputes_nothing(bench_dir, monkeypatch):
+    out, tasks, _ = bench_dir
+    calls = []
+    import gnsched.train as train
+
+    for name in ("run_schedule", "train_agent", "apply_agent"):
+        real = getattr(train, name)
+        monkeypatch.setattr(train, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    store = run_bench(TINY, out, load_task=tasks.__getitem__)
+    assert store.computed == 0 and calls == []
+
+
+def test_records_are_keyed_and_complete(bench_dir):
+    out, _, store = bench_dir
+    recs = store.all()
+    kinds = {(r["key"]["task"], r["key"]["method"], r["key"]["kind"]) for r in recs}
+    assert ("digits-copy", "gns", "transfer") in kinds and ("digits-mlp", "cma-es", "trial") in kinds
+    seed_runs = [r for r in recs if r["key"]["kind"] == "seed"]
+    assert sorted({r["key"]["seed"] for r in seed_runs}) == [10_000, 10_001]
+    assert all(0.0 <= r["test"] <= 1.0 and r["steps"] == 18 for r in seed_runs)
+
+
+def test_render_table_costs_and_plots(bench_dir):
+    out, _, _ = bench_dir
+    summary = render(out)
+    rows = summary["digits-mlp"]
+    assert list(rows) == ["constant", "cosine", "schedule-free", "cma-es", "gns", "srls"]  # registry order
+    assert rows["cosine"]["tuning"]["cost_steps"] == 2 * 18 and rows["cosine"]["tuning"]["runs"] == 2
+    assert rows["cma-es"]["tuning"]["cost_steps"] == 3 * 18
+    assert rows["gns"]["tuning"]["cost_steps"] == 1 * 18  # episodes × T
+    assert summary["digits-copy"]["gns"]["kind"] == "transfer"
+    assert summary["digits-copy"]["constant"]["tuning"]["cost_steps"] == 2 * 18  # the source's tuning
+    best = max(v for c, v in json.loads(next((out / "records/digits-mlp/cosine").glob("tuning-*.json")).read_text())
+               ["trials"])
+    assert rows["cosine"]["tuning"]["best_val"] == best
+    md = (out / "results.md").read_text()
+    assert "| gns |" in md and "± " in md
+    for f in ("results.json", "lr.png", "loss.png", "tuning.png"):
+        assert (out / f).stat().st_size > 0
+
+
+def test_partial_records_render(tmp_path, bench_dir):
+    out, _, _ = bench_dir
+    part = tmp_path / "part"
+    for p in (out / "records" / "digits-mlp" / "cosine").glob("*.json"):
+        dst = part / p.relative_to(out)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(p.read_text())
+    next(part.rglob("seed-10001-*.json")).unlink()
+    summary = render(part)
+    assert list(summary) == ["digits-mlp"] and len(summary["digits-mlp"]["cosine"]["test"]) == 1
+
+
+def test_unknown_method_and_profile(tmp_path):
+    from typer.testing import CliRunner
+
+    from gnsched.cli import app
+    from gnsched.errors import GNSError
+
+    with pytest.raises(GNSError, match="unknown benchmark method 'sgdr'"):
+        run_bench(dataclasses.replace(TINY, methods=("sgdr",)), tmp_path)
+    res = CliRunner().invoke(app, ["bench", "--profile", "huge", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "unknown profile 'huge'" in res.output
+
+
+def test_store_ignores_corrupt_record(tmp_path):
+    store = RecordStore(tmp_path)
+    key = bench.record_key("t", "m", "trial", {"lr": 0.1}, 0, 1)
+    store.path(key).parent.mkdir(parents=True)
+    store.path(key).write_text("{not json")
+    assert store.run(key, lambda: {"val": 0.5}) ["val"] == 0.5 and store.computed == 1
+    assert store.run(key, lambda: {"val": 0.9})["val"] == 0.5 and store.computed == 1
+
+
+def test_cli_bench_epochs_override_is_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from gnsched.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--epochs", "fashion-mnist-mlp=ten", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "TASK=N" in res.output
