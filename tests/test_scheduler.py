@@ -260,3 +260,75 @@ def test_warns_when_the_run_is_shorter_than_one_interval(agent):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(UserWarning, match="no decision will be made"):
         GNSScheduler(opt, model, agent, interval=50, total_steps=16)
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=0.05)
+
+
+def _bn_train(model, opt, sched, steps, g, digits_task):
+    for _ in range(steps):
+        x, y = _batch(g, digits_task)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step(loss)
+
+
+def test_graph_extraction_leaves_batch_norm_statistics_alone(digits_task):
+    """The graph is taken with one extra forward pass; it must not move the model's buffers
+    (BatchNorm running statistics): with a policy that keeps the lr, training with the
+    scheduler equals training without it, buffers included."""
+    keep = GNSAgent(AgentConfig(hidden=16, head_hidden=8, type_dim=4))
+    with torch.no_grad():
+        keep.actor[-1].weight.zero_()  # mu = 0.1 · tanh(0) = 0: the lr never changes
+    states = []
+    for with_sched in (False, True):
+        model, opt = _bn_model()
+        sched = GNSScheduler(opt, model, keep, interval=3, total_steps=12) if with_sched else None
+        _bn_train(model, opt, sched, 12, torch.Generator().manual_seed(4), digits_task)
+        states.append(model.state_dict())
+    assert sched.decisions == 4
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_state_dict_round_trip_with_batch_norm(agent, digits_task):
+    model, opt = _bn_model()
+    sched = GNSScheduler(opt, model, agent, interval=5, total_steps=40)
+    _bn_train(model, opt, sched, 40, torch.Generator().manual_seed(1), digits_task)
+    ref = model.state_dict()
+
+    model, opt = _bn_model()
+    sched = GNSScheduler(opt, model, agent, interval=5, total_steps=40)
+    g = torch.Generator().manual_seed(1)
+    _bn_train(model, opt, sched, 17, g, digits_task)
+    ckpt = copy.deepcopy({"m": model.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()})
+    model2, opt2 = _bn_model()
+    sched2 = GNSScheduler(opt2, model2, agent, interval=5, total_steps=40)
+    model2.load_state_dict(ckpt["m"])
+    opt2.load_state_dict(ckpt["o"])
+    sched2.load_state_dict(ckpt["s"])
+    _bn_train(model2, opt2, sched2, 23, g, digits_task)
+    got = model2.state_dict()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
+def test_first_group_with_zero_lr_is_a_clear_error(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.0},
+                           {"params": list(model[2].parameters()) + list(model[4].parameters())}], lr=0.1)
+    with pytest.raises(GNSError, match="first param group"):
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    opt.param_groups[0]["lr"] = 0.1
+    sched = GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    opt.param_groups[0]["lr"] = 0.0  # e.g. set to 0 by other code during training
+    model(torch.zeros(2, 64)).sum().backward()
+    opt.step()
+    with pytest.raises(GNSError, match="first param group"):
+        sched.step(1.0)

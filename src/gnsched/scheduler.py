@@ -74,6 +74,15 @@ def _lr_value(lr: Any) -> float:
     return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
 
+def _check_first_lr(optimizer: Optimizer) -> None:
+    """Every group is scaled by the factor that takes the first group's lr to its new value,
+    so that lr must be a positive finite number (a frozen group with lr 0 can come later)."""
+    lr = _lr_value(optimizer.param_groups[0]["lr"])
+    if not (math.isfinite(lr) and lr > 0):
+        raise GNSError(f"GNSScheduler scales all param groups relative to the first param group's learning rate, "
+                       f"which must be a positive finite number, got {lr!r}; put groups with lr 0 after it.")
+
+
 class GNSScheduler(LRScheduler):
     """Learning-rate scheduler driven by a trained :class:`~gnsched.agent.GNSAgent`.
 
@@ -107,6 +116,7 @@ class GNSScheduler(LRScheduler):
                            f"for the agent's progress feature, got {total_steps!r}.")
         if not (0 < lr_min < lr_max and math.isfinite(lr_max)):
             raise GNSError(f"need 0 < lr_min < lr_max, got lr_min={lr_min!r}, lr_max={lr_max!r}.")
+        _check_first_lr(optimizer)
         model = getattr(model, "_orig_mod", model)  # torch.compile: hooks go on the original module
         if not any(True for _ in model.parameters()):
             raise GNSError(f"the model {type(model).__name__} has no parameters.")
@@ -264,12 +274,18 @@ class GNSScheduler(LRScheduler):
             raise GNSError("GNSScheduler has not seen a forward pass of the model; pass example_input= "
                            "or call the model before the first decision.")
         was_training = self.model.training
+        # The extra forward pass must not change the model: keep the RNG and the buffers
+        # (BatchNorm running statistics move in a training-mode forward pass).
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
         self._building = True
         try:
-            with torch.random.fork_rng(devices=[]):  # graph extraction must not move the user's RNG
+            with torch.random.fork_rng(devices=[]):
                 self._graph = build_graph(self.model, self._example)
         finally:
             self._building = False
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
         self.model.train(was_training)
         self._structure = BlockStructure.from_graph(self._graph)
         self._features = NodeFeatures(self.model, self._graph)
@@ -297,6 +313,7 @@ class GNSScheduler(LRScheduler):
             a, value = 0.0, 0.0
         if self._rank() >= 0:
             a, value = self._broadcast(a, value)
+        _check_first_lr(self.optimizer)
         apply_action(self.optimizer, a, self.lr_min, self.lr_max)
         self.last_action, self.last_value, self.last_loss = a, value, loss
         if self.writer is not None:
