@@ -332,3 +332,16 @@ def test_first_group_with_zero_lr_is_a_clear_error(agent):
     opt.step()
     with pytest.raises(GNSError, match="first param group"):
         sched.step(1.0)
+
+
+def test_agent_given_as_a_file_or_name(agent, tmp_path):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    agent.save(tmp_path / "a.safetensors")
+    sched = GNSScheduler(opt, model, tmp_path / "a.safetensors", interval=1, total_steps=10)
+    assert sched.fingerprint == GNSScheduler(opt, model, agent, interval=1, total_steps=10).fingerprint
+    assert GNSScheduler(opt, model, "fashion-mnist", interval=1, total_steps=10).agent.recipe["episodes"] == 30
+    with pytest.raises(GNSError, match="does not exist"):
+        GNSScheduler(opt, model, str(tmp_path / "missing"), interval=1, total_steps=10)
+    with pytest.raises(GNSError, match="agent must be a GNSAgent"):
+        GNSScheduler(opt, model, {"not": "an agent"}, interval=1, total_steps=10)

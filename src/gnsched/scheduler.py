@@ -89,7 +89,8 @@ class GNSScheduler(LRScheduler):
     Args:
         optimizer: the wrapped optimizer (any number of param groups).
         model: the network being trained (its graph is what the agent sees).
-        agent: a trained agent.
+        agent: a trained agent, or what :meth:`GNSAgent.load` takes (a file, a ``gnsched
+            train`` folder, a shipped agent's name).
         interval: K, optimizer steps between two decisions.
         total_steps: planned optimizer steps of the run, for the progress feature; required
             when the agent was trained with it (the default).
@@ -123,6 +124,11 @@ class GNSScheduler(LRScheduler):
         if progress_feature and total_steps < interval:
             warnings.warn(f"GNSScheduler: total_steps={total_steps} is shorter than interval={interval}; "
                           "no decision will be made (lower interval=).", stacklevel=2)
+        if isinstance(agent, (str, bytes)) or hasattr(agent, "__fspath__"):
+            agent = GNSAgent.load(agent)  # a file, a gnsched train folder or a shipped agent's name
+        if not isinstance(agent, GNSAgent):
+            raise GNSError(f"agent must be a GNSAgent, an agent file or a shipped agent's name, got "
+                           f"{type(agent).__name__}.")
         self.model, self.agent = model, agent.eval()
         self.interval, self.total_steps = interval, total_steps
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
