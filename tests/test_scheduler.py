@@ -345,3 +345,32 @@ def test_agent_given_as_a_file_or_name(agent, tmp_path):
         GNSScheduler(opt, model, str(tmp_path / "missing"), interval=1, total_steps=10)
     with pytest.raises(GNSError, match="agent must be a GNSAgent"):
         GNSScheduler(opt, model, {"not": "an agent"}, interval=1, total_steps=10)
+
+
+def test_closure_steps_read_the_gradients_of_that_step(agent, digits_task):
+    """``optimizer.step(closure)`` (Lightning, LBFGS-style loops) computes the gradients
+    inside the step: the schedule must equal that of a plain loop on the same batches."""
+    runs = []
+    for use_closure in (False, True):
+        model, opt, sched = _setup(agent)
+        g = torch.Generator().manual_seed(0)
+        lrs = []
+        for _ in range(30):
+            x, y = _batch(g, digits_task)
+
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+
+            if use_closure:
+                loss = opt.step(closure=closure)
+            else:
+                loss = closure()
+                opt.step()
+            sched.step(loss)
+            lrs.append(sched.get_last_lr())
+        runs.append(lrs)
+    assert sched.decisions == 6
+    assert runs[0] == runs[1]

@@ -209,14 +209,26 @@ class GNSScheduler(LRScheduler):
         if isinstance(loss, torch.Tensor) and module.training and not self._building:
             self._hook_losses.append(loss.detach())
 
-    def _before_optimizer_step(self, optimizer, args, kwargs):
-        # The step that completes a window: read gradient statistics now, where gradients
-        # surely exist (a loop may clear them before calling scheduler.step()).
+    def _read_grads(self) -> None:
+        # The step that completes a window: read gradient statistics at the optimizer step,
+        # where gradients surely exist (a loop may clear them before calling scheduler.step()).
         if (self.optimizer_steps + 1) % self.interval == 0 and (self._graph is not None or self._example is not None):
             self._ensure_graph()
             self._grad_stats = self._features.grad_stats()
 
+    @staticmethod
+    def _has_closure(args, kwargs) -> bool:
+        return kwargs.get("closure") is not None or bool(args and callable(args[0]))
+
+    def _before_optimizer_step(self, optimizer, args, kwargs):
+        if not self._has_closure(args, kwargs):
+            self._read_grads()
+
     def _on_optimizer_step(self, optimizer, args, kwargs):
+        # step(closure) (Lightning, LBFGS) computes this step's gradients inside the step:
+        # they exist only now.
+        if self._has_closure(args, kwargs):
+            self._read_grads()
         self.optimizer_steps += 1
 
     # ---------------------------------------------------------------- LRScheduler API
