@@ -135,3 +135,10 @@ def test_checkpoint_restores_baseline_agent_kinds(tmp_path, kind):
         assert torch.equal(v, again.state_dict()[k]), k
     expected_p = 1.0 if kind == "srls" else cfg.env.val_prob
     assert again.recipe["val_prob"] == expected_p
+
+
+def test_resume_given_the_partial_folder_names_the_right_one(tmp_path):
+    out = tmp_path / "agent"
+    save_checkpoint(partial_dir(out), {"episode": 1})
+    res = CliRunner().invoke(app, ["train", "--resume", str(partial_dir(out))])
+    assert res.exit_code == 2 and f"--resume {out}" in res.output
