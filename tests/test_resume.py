@@ -142,3 +142,16 @@ def test_resume_given_the_partial_folder_names_the_right_one(tmp_path):
     save_checkpoint(partial_dir(out), {"episode": 1})
     res = CliRunner().invoke(app, ["train", "--resume", str(partial_dir(out))])
     assert res.exit_code == 2 and f"--resume {out}" in res.output
+
+
+def test_foreign_checkpoint_folder_is_refused_before_any_episode(tmp_path, digits_task, monkeypatch):
+    import gnsched.parallel
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("an episode was played for a checkpoint that cannot be written")
+
+    monkeypatch.setattr(gnsched.parallel, "play_episode", no_episode)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "mine.txt").write_text("x")
+    with pytest.raises(GNSError, match="not written by gnsched"):
+        train_agent(digits_task, _cfg(), checkpoint_dir=tmp_path / "f")
