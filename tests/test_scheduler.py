@@ -374,3 +374,16 @@ def test_closure_steps_read_the_gradients_of_that_step(agent, digits_task):
         runs.append(lrs)
     assert sched.decisions == 6
     assert runs[0] == runs[1]
+
+
+def test_a_validation_pass_before_training_is_not_taken_as_the_graph_input(agent, digits_task):
+    """Lightning's sanity check (and many loops) run the model under inference_mode or no_grad
+    before the first training step; the graph must come from a forward pass autograd can follow."""
+    model, opt, sched = _setup(agent)
+    x, _ = _batch(torch.Generator().manual_seed(0), digits_task)
+    with torch.inference_mode():
+        model(x.clone())  # as a batch moved to the device inside the validation loop
+    with torch.no_grad():
+        model(x)
+    _train(model, opt, sched, 10, torch.Generator().manual_seed(0), digits_task, [])
+    assert sched.decisions == 2 and sched.graph.num_nodes == 3

@@ -17,8 +17,9 @@ current learning rate and the fraction of ``total_steps`` done), asks the agent 
 ``a`` (the policy mean unless ``deterministic=False``) and sets
 ``lr <- clamp(lr · (1 + a))`` on every param group with one factor, so their ratios are
 kept. The graph is extracted once, from ``example_input`` or, if that is not given, from
-the first forward call of ``model`` after the scheduler was created (a forward pre-hook
-records it, then removes itself).
+the first forward call of ``model`` with autograd on after the scheduler was created (a
+forward pre-hook records it, then removes itself; validation passes under ``no_grad`` or
+``inference_mode`` are skipped).
 
 Only real optimizer steps count: the scheduler registers a step post-hook on the
 optimizer, so a step that ``torch.cuda.amp.GradScaler`` skips (inf gradients) or the
@@ -198,6 +199,11 @@ class GNSScheduler(LRScheduler):
 
     # ---------------------------------------------------------------- hooks
     def _capture(self, module, args, kwargs):
+        # A validation pass under no_grad / inference_mode (Lightning's sanity check) is not
+        # one that autograd can follow (inference tensors cannot even enter it): wait for a
+        # training forward pass.
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return
         self._example = Inputs(tuple(args), dict(kwargs))
         self._hook.remove()
         self._hook = None
