@@ -106,3 +106,19 @@ def test_unreachable_address_fails_fast(digits_task, monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with pytest.raises(GNSError, match=f"cannot reach the Ray cluster at --address 127.0.0.1:{port}"):
         train_agent(digits_task, cfg)
+
+
+def test_local_gpus_that_do_not_exist_are_refused(digits_task, monkeypatch):
+    import gnsched.parallel as par
+
+    def no_init(*a, **k):
+        raise AssertionError("ray.init must not be called (it would count GPUs that are not there)")
+
+    monkeypatch.setattr(par, "_local_cpus", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_init)
+    cfg = _cfg(workers=2)
+    cfg.parallel = ParallelConfig(workers=2, gpus_per_worker=1)
+    with pytest.raises(GNSError, match="needs 2 GPUs, but this machine has 0"):
+        train_agent(digits_task, cfg)

@@ -247,6 +247,11 @@ def make_collector(env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent,
                            f"instance runs one worker per CPU. Lower --workers (--episodes-per-update keeps the PPO "
                            "batch, and the result does not depend on the worker count) or join a cluster with "
                            "--address.")
+        # ray.init(num_gpus=n) would believe in n GPUs that are not there: check them here.
+        need, have = par.gpus_per_worker * workers, torch.cuda.device_count()
+        if not ray.is_initialized() and need > have:
+            raise GNSError(f"--gpus-per-worker {par.gpus_per_worker:g} with {workers} workers needs {need:g} GPUs, "
+                           f"but this machine has {have}; lower --gpus-per-worker or join a cluster with --address.")
     task = env.task
     if task_factory is None:
         from .tasks import TASKS, TASKS_WITH_FILES, get_task
