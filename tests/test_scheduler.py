@@ -387,3 +387,13 @@ def test_a_validation_pass_before_training_is_not_taken_as_the_graph_input(agent
         model(x)
     _train(model, opt, sched, 10, torch.Generator().manual_seed(0), digits_task, [])
     assert sched.decisions == 2 and sched.graph.num_nodes == 3
+
+
+def test_warns_when_the_lr_lies_outside_the_clamps(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)
+    with pytest.warns(UserWarning, match=r"outside \[lr_min, lr_max\]"):
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10, lr_max=4.0)

@@ -122,6 +122,11 @@ class GNSScheduler(LRScheduler):
         model = getattr(model, "_orig_mod", model)  # torch.compile: hooks go on the original module
         if not any(True for _ in model.parameters()):
             raise GNSError(f"the model {type(model).__name__} has no parameters.")
+        lr0 = _lr_value(optimizer.param_groups[0]["lr"])
+        if not lr_min <= lr0 <= lr_max:
+            warnings.warn(f"GNSScheduler: the learning rate {lr0:g} lies outside [lr_min, lr_max] = [{lr_min:g}, "
+                          f"{lr_max:g}] and will be clamped at the first decision; widen lr_min / lr_max.",
+                          stacklevel=2)
         if progress_feature and total_steps < interval:
             warnings.warn(f"GNSScheduler: total_steps={total_steps} is shorter than interval={interval}; "
                           "no decision will be made (lower interval=).", stacklevel=2)
