@@ -397,3 +397,21 @@ def test_warns_when_the_lr_lies_outside_the_clamps(agent):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GNSScheduler(opt, model, agent, interval=1, total_steps=10, lr_max=4.0)
+
+
+def test_tensor_lr_shared_by_param_groups_is_scaled_once(agent, digits_task):
+    """A tensor ``lr`` given as the optimizer's default is one tensor object shared by every
+    group that does not set its own: one decision must scale it by (1 + a) once."""
+    torch.manual_seed(0)
+    model = mlp(64, hidden=32)
+    opt = torch.optim.Adam([{"params": model[0].parameters()}, {"params": model[2].parameters()},
+                            {"params": model[4].parameters()}], lr=torch.tensor(1e-3), foreach=False)
+    assert opt.param_groups[0]["lr"] is opt.param_groups[1]["lr"]
+    sched = GNSScheduler(opt, model, agent, interval=2, total_steps=20)
+    expected = 1e-3
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        _train(model, opt, sched, 2, g, digits_task, [])
+        expected *= 1 + sched.last_action
+    assert sched.decisions == 3 and sched.last_action != 0
+    assert float(opt.param_groups[0]["lr"]) == pytest.approx(expected, rel=1e-5)
