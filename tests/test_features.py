@@ -166,3 +166,18 @@ def test_variance_exact_where_single_pass_would_cancel():
     avar, amean = tensor_stats([ordinary], absolute=True)
     ref_var, ref_mean = torch.var_mean(ordinary.abs().double(), correction=0)
     assert (avar[0], amean[0]) == (pytest.approx(float(ref_var), rel=1e-4), pytest.approx(float(ref_mean), rel=1e-6))
+
+
+def test_sparse_gradients_count_as_their_dense_tensor():
+    """nn.Embedding(sparse=True) gives sparse gradients: statistics as of the dense tensor."""
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Embedding(20, 4, sparse=sparse), nn.Flatten(), nn.Linear(12, 2))
+              for sparse in (True, False)]
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.tensor([[1, 5, 5]])
+    feats = []
+    for m in models:
+        m(x).sum().backward()
+        feats.append(NodeFeatures(m, build_graph(m, x))(1e-3, 1.0))
+    assert models[0][0].weight.grad.is_sparse
+    assert torch.equal(feats[0], feats[1])

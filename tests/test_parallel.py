@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gnsched.config import AgentConfig, ParallelConfig, PPOConfig, TrainConfig
+from gnsched.errors import GNSError
 from gnsched.parallel import episode_seeds
 from gnsched.train import train_agent
 
@@ -69,3 +70,55 @@ def test_without_ray_workers_run_in_process(digits_task, in_process, monkeypatch
     agent, _ = train_agent(digits_task, _cfg(workers=2))
     assert "Ray is not installed" in caplog.text
     assert _same_agent(agent, in_process[0])
+
+
+def test_more_local_workers_than_cpus_is_refused_before_ray_starts(digits_task, monkeypatch, tmp_path, capsys):
+    import sys
+
+    import gnsched.parallel as par
+    from gnsched.cli import main
+
+    def no_init(*a, **k):
+        raise AssertionError("ray.init must not be called")
+
+    monkeypatch.setattr(par, "_local_cpus", lambda: 1)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_init)
+    with pytest.raises(GNSError, match="needs 2 CPUs, but this machine has 1"):
+        train_agent(digits_task, _cfg(workers=2))
+    monkeypatch.setattr(sys, "argv", ["gnsched", "train", "--workers", "2", "--episodes", "2", "--epochs", "2",
+                                      "--quiet", "--out", str(tmp_path / "agent")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.count("\n") == 0 and "lower --workers" in err.lower()
+    assert list(tmp_path.iterdir()) == []  # no output folder, no partial folder
+
+
+def test_unreachable_address_fails_fast(digits_task, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _cfg(workers=2)
+    cfg.parallel = ParallelConfig(workers=2, address=f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(GNSError, match=f"cannot reach the Ray cluster at --address 127.0.0.1:{port}"):
+        train_agent(digits_task, cfg)
+
+
+def test_local_gpus_that_do_not_exist_are_refused(digits_task, monkeypatch):
+    import gnsched.parallel as par
+
+    def no_init(*a, **k):
+        raise AssertionError("ray.init must not be called (it would count GPUs that are not there)")
+
+    monkeypatch.setattr(par, "_local_cpus", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_init)
+    cfg = _cfg(workers=2)
+    cfg.parallel = ParallelConfig(workers=2, gpus_per_worker=1)
+    with pytest.raises(GNSError, match="needs 2 GPUs, but this machine has 0"):
+        train_agent(digits_task, cfg)

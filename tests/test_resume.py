@@ -135,3 +135,23 @@ def test_checkpoint_restores_baseline_agent_kinds(tmp_path, kind):
         assert torch.equal(v, again.state_dict()[k]), k
     expected_p = 1.0 if kind == "srls" else cfg.env.val_prob
     assert again.recipe["val_prob"] == expected_p
+
+
+def test_resume_given_the_partial_folder_names_the_right_one(tmp_path):
+    out = tmp_path / "agent"
+    save_checkpoint(partial_dir(out), {"episode": 1})
+    res = CliRunner().invoke(app, ["train", "--resume", str(partial_dir(out))])
+    assert res.exit_code == 2 and f"--resume {out}" in res.output
+
+
+def test_foreign_checkpoint_folder_is_refused_before_any_episode(tmp_path, digits_task, monkeypatch):
+    import gnsched.parallel
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("an episode was played for a checkpoint that cannot be written")
+
+    monkeypatch.setattr(gnsched.parallel, "play_episode", no_episode)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "mine.txt").write_text("x")
+    with pytest.raises(GNSError, match="not written by gnsched"):
+        train_agent(digits_task, _cfg(), checkpoint_dir=tmp_path / "f")

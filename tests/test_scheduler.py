@@ -260,3 +260,158 @@ def test_warns_when_the_run_is_shorter_than_one_interval(agent):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(UserWarning, match="no decision will be made"):
         GNSScheduler(opt, model, agent, interval=50, total_steps=16)
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=0.05)
+
+
+def _bn_train(model, opt, sched, steps, g, digits_task):
+    for _ in range(steps):
+        x, y = _batch(g, digits_task)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step(loss)
+
+
+def test_graph_extraction_leaves_batch_norm_statistics_alone(digits_task):
+    """The graph is taken with one extra forward pass; it must not move the model's buffers
+    (BatchNorm running statistics): with a policy that keeps the lr, training with the
+    scheduler equals training without it, buffers included."""
+    keep = GNSAgent(AgentConfig(hidden=16, head_hidden=8, type_dim=4))
+    with torch.no_grad():
+        keep.actor[-1].weight.zero_()  # mu = 0.1 · tanh(0) = 0: the lr never changes
+    states = []
+    for with_sched in (False, True):
+        model, opt = _bn_model()
+        sched = GNSScheduler(opt, model, keep, interval=3, total_steps=12) if with_sched else None
+        _bn_train(model, opt, sched, 12, torch.Generator().manual_seed(4), digits_task)
+        states.append(model.state_dict())
+    assert sched.decisions == 4
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_state_dict_round_trip_with_batch_norm(agent, digits_task):
+    model, opt = _bn_model()
+    sched = GNSScheduler(opt, model, agent, interval=5, total_steps=40)
+    _bn_train(model, opt, sched, 40, torch.Generator().manual_seed(1), digits_task)
+    ref = model.state_dict()
+
+    model, opt = _bn_model()
+    sched = GNSScheduler(opt, model, agent, interval=5, total_steps=40)
+    g = torch.Generator().manual_seed(1)
+    _bn_train(model, opt, sched, 17, g, digits_task)
+    ckpt = copy.deepcopy({"m": model.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()})
+    model2, opt2 = _bn_model()
+    sched2 = GNSScheduler(opt2, model2, agent, interval=5, total_steps=40)
+    model2.load_state_dict(ckpt["m"])
+    opt2.load_state_dict(ckpt["o"])
+    sched2.load_state_dict(ckpt["s"])
+    _bn_train(model2, opt2, sched2, 23, g, digits_task)
+    got = model2.state_dict()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
+def test_first_group_with_zero_lr_is_a_clear_error(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.0},
+                           {"params": list(model[2].parameters()) + list(model[4].parameters())}], lr=0.1)
+    with pytest.raises(GNSError, match="first param group"):
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    opt.param_groups[0]["lr"] = 0.1
+    sched = GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    opt.param_groups[0]["lr"] = 0.0  # e.g. set to 0 by other code during training
+    model(torch.zeros(2, 64)).sum().backward()
+    opt.step()
+    with pytest.raises(GNSError, match="first param group"):
+        sched.step(1.0)
+
+
+def test_agent_given_as_a_file_or_name(agent, tmp_path):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    agent.save(tmp_path / "a.safetensors")
+    sched = GNSScheduler(opt, model, tmp_path / "a.safetensors", interval=1, total_steps=10)
+    assert sched.fingerprint == GNSScheduler(opt, model, agent, interval=1, total_steps=10).fingerprint
+    assert GNSScheduler(opt, model, "fashion-mnist", interval=1, total_steps=10).agent.recipe["episodes"] == 30
+    with pytest.raises(GNSError, match="does not exist"):
+        GNSScheduler(opt, model, str(tmp_path / "missing"), interval=1, total_steps=10)
+    with pytest.raises(GNSError, match="agent must be a GNSAgent"):
+        GNSScheduler(opt, model, {"not": "an agent"}, interval=1, total_steps=10)
+
+
+def test_closure_steps_read_the_gradients_of_that_step(agent, digits_task):
+    """``optimizer.step(closure)`` (Lightning, LBFGS-style loops) computes the gradients
+    inside the step: the schedule must equal that of a plain loop on the same batches."""
+    runs = []
+    for use_closure in (False, True):
+        model, opt, sched = _setup(agent)
+        g = torch.Generator().manual_seed(0)
+        lrs = []
+        for _ in range(30):
+            x, y = _batch(g, digits_task)
+
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+
+            if use_closure:
+                loss = opt.step(closure=closure)
+            else:
+                loss = closure()
+                opt.step()
+            sched.step(loss)
+            lrs.append(sched.get_last_lr())
+        runs.append(lrs)
+    assert sched.decisions == 6
+    assert runs[0] == runs[1]
+
+
+def test_a_validation_pass_before_training_is_not_taken_as_the_graph_input(agent, digits_task):
+    """Lightning's sanity check (and many loops) run the model under inference_mode or no_grad
+    before the first training step; the graph must come from a forward pass autograd can follow."""
+    model, opt, sched = _setup(agent)
+    x, _ = _batch(torch.Generator().manual_seed(0), digits_task)
+    with torch.inference_mode():
+        model(x.clone())  # as a batch moved to the device inside the validation loop
+    with torch.no_grad():
+        model(x)
+    _train(model, opt, sched, 10, torch.Generator().manual_seed(0), digits_task, [])
+    assert sched.decisions == 2 and sched.graph.num_nodes == 3
+
+
+def test_warns_when_the_lr_lies_outside_the_clamps(agent):
+    model = mlp(64, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)
+    with pytest.warns(UserWarning, match=r"outside \[lr_min, lr_max\]"):
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GNSScheduler(opt, model, agent, interval=1, total_steps=10, lr_max=4.0)
+
+
+def test_tensor_lr_shared_by_param_groups_is_scaled_once(agent, digits_task):
+    """A tensor ``lr`` given as the optimizer's default is one tensor object shared by every
+    group that does not set its own: one decision must scale it by (1 + a) once."""
+    torch.manual_seed(0)
+    model = mlp(64, hidden=32)
+    opt = torch.optim.Adam([{"params": model[0].parameters()}, {"params": model[2].parameters()},
+                            {"params": model[4].parameters()}], lr=torch.tensor(1e-3), foreach=False)
+    assert opt.param_groups[0]["lr"] is opt.param_groups[1]["lr"]
+    sched = GNSScheduler(opt, model, agent, interval=2, total_steps=20)
+    expected = 1e-3
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        _train(model, opt, sched, 2, g, digits_task, [])
+        expected *= 1 + sched.last_action
+    assert sched.decisions == 3 and sched.last_action != 0
+    assert float(opt.param_groups[0]["lr"]) == pytest.approx(expected, rel=1e-5)

@@ -30,6 +30,16 @@ FORMAT = "gnsched-checkpoint"
 VERSION = 1
 
 
+def check_checkpoint_dir(folder: str | Path) -> None:
+    """Refuse a non-empty folder without the marker (gnsched did not write it); called before
+    training starts, so that no episode is played for a checkpoint that cannot be written."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GNSError(f"checkpoint folder {folder} is a file; give a folder.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / PARTIAL_MARKER).exists():
+        raise GNSError(f"checkpoint folder {folder} exists and was not written by gnsched; give another folder.")
+
+
 def save_checkpoint(folder: str | Path, state: dict) -> Path:
     """Write ``state`` to ``folder/checkpoint.pt`` atomically (temp file + ``os.replace``).
 
@@ -37,8 +47,7 @@ def save_checkpoint(folder: str | Path, state: dict) -> Path:
     marker, which gnsched did not write.
     """
     folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / PARTIAL_MARKER).exists():
-        raise GNSError(f"checkpoint folder {folder} exists and was not written by gnsched; give another folder.")
+    check_checkpoint_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / PARTIAL_MARKER
     if not marker.exists():

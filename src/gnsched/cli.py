@@ -275,6 +275,10 @@ def _train_to(out: Path, task, cfg: TrainConfig, data_dir: Optional[Path], quiet
 def _resume(resume: Path, par: ParallelConfig, threads: int, quiet: bool, tensorboard: Optional[Path]) -> None:
     from .checkpoint import PARTIAL_MARKER, config_from_dict, load_checkpoint
 
+    given = resume.expanduser().resolve()
+    if given.name.startswith(".") and given.name.endswith(".partial") and (given / PARTIAL_MARKER).is_file():
+        meant = given.parent / given.name[1:-len(".partial")]
+        raise GNSError(f"{given} is the working folder of an interrupted run; resume it with --resume {meant}.")
     out = check_output(resume)
     work = partial_dir(out)
     if not work.is_dir():

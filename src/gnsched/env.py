@@ -71,9 +71,12 @@ def apply_action(optimizer: Optimizer, action: float, lr_min: float, lr_max: flo
     lr = float(optimizer.param_groups[0]["lr"])
     new = min(max(lr * (1.0 + action), lr_min), lr_max)
     factor = new / lr
+    scaled: set[int] = set()  # a tensor lr can be one object shared by several groups: scale it once
     for g in optimizer.param_groups:
         if isinstance(g["lr"], torch.Tensor):
-            g["lr"].mul_(factor)
+            if id(g["lr"]) not in scaled:
+                scaled.add(id(g["lr"]))
+                g["lr"].mul_(factor)
         else:
             g["lr"] = g["lr"] * factor
     return new

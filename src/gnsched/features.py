@@ -103,6 +103,11 @@ def tensor_stats(tensors: list[torch.Tensor], absolute: bool = False) -> tuple[n
     return np.maximum(var, 0.0), mean
 
 
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A sparse gradient (``nn.Embedding(sparse=True)``) as the dense tensor it stands for."""
+    return t.to_dense() if t.layout != torch.strided else t
+
+
 def _np_lg(x: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(x, 0.0) + _LOG_EPS) / 6.0
 
@@ -157,7 +162,7 @@ class NodeFeatures:
         """Per-segment mean and variance of |grad| now (absent gradients count as zeros)."""
         present = [i for i, p in enumerate(self.tensors) if p.grad is not None]
         var_t, mean_t = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
-        var_t[present], mean_t[present] = tensor_stats([self.tensors[i].grad.detach() for i in present],
+        var_t[present], mean_t[present] = tensor_stats([_dense(self.tensors[i].grad.detach()) for i in present],
                                                        absolute=True)
         return self._segment_stats(var_t, mean_t)
 

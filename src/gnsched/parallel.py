@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -201,6 +203,27 @@ class RayCollector:
             self._started = False
 
 
+def _local_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) that accepts no connection:
+    ``ray.init`` would retry it for minutes, printing only log lines."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:  # "auto", "local", ...: Ray's own errors are clear
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, OverflowError, ValueError) as e:
+        raise GNSError(f"cannot reach the Ray cluster at --address {address} "
+                       f"({getattr(e, 'strerror', None) or e}); give the head node's host:port, or auto.") from None
+
+
 def make_collector(env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent,
                    task_factory: Callable[[], Task] | None = None):
     """The collector for ``cfg.parallel``: Ray actors for ``workers > 1`` when Ray is
@@ -212,6 +235,23 @@ def make_collector(env: SchedulingEnv, cfg: TrainConfig, agent: GNSAgent,
         log.warning("Ray is not installed (pip install gnsched[ray]); running the %d workers' episodes "
                     "in-process, one after another", workers)
         return LocalCollector(env, cfg, agent)
+    par = cfg.parallel
+    if par.address:
+        _check_reachable(par.address)
+    else:
+        import ray
+
+        cpus = _local_cpus()
+        if not ray.is_initialized() and workers > cpus:
+            raise GNSError(f"--workers {workers} needs {workers} CPUs, but this machine has {cpus}: a local Ray "
+                           f"instance runs one worker per CPU. Lower --workers (--episodes-per-update keeps the PPO "
+                           "batch, and the result does not depend on the worker count) or join a cluster with "
+                           "--address.")
+        # ray.init(num_gpus=n) would believe in n GPUs that are not there: check them here.
+        need, have = par.gpus_per_worker * workers, torch.cuda.device_count()
+        if not ray.is_initialized() and need > have:
+            raise GNSError(f"--gpus-per-worker {par.gpus_per_worker:g} with {workers} workers needs {need:g} GPUs, "
+                           f"but this machine has {have}; lower --gpus-per-worker or join a cluster with --address.")
     task = env.task
     if task_factory is None:
         from .tasks import TASKS, TASKS_WITH_FILES, get_task

@@ -17,8 +17,9 @@ current learning rate and the fraction of ``total_steps`` done), asks the agent 
 ``a`` (the policy mean unless ``deterministic=False``) and sets
 ``lr <- clamp(lr · (1 + a))`` on every param group with one factor, so their ratios are
 kept. The graph is extracted once, from ``example_input`` or, if that is not given, from
-the first forward call of ``model`` after the scheduler was created (a forward pre-hook
-records it, then removes itself).
+the first forward call of ``model`` with autograd on after the scheduler was created (a
+forward pre-hook records it, then removes itself; validation passes under ``no_grad`` or
+``inference_mode`` are skipped).
 
 Only real optimizer steps count: the scheduler registers a step post-hook on the
 optimizer, so a step that ``torch.cuda.amp.GradScaler`` skips (inf gradients) or the
@@ -74,13 +75,23 @@ def _lr_value(lr: Any) -> float:
     return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
 
+def _check_first_lr(optimizer: Optimizer) -> None:
+    """Every group is scaled by the factor that takes the first group's lr to its new value,
+    so that lr must be a positive finite number (a frozen group with lr 0 can come later)."""
+    lr = _lr_value(optimizer.param_groups[0]["lr"])
+    if not (math.isfinite(lr) and lr > 0):
+        raise GNSError(f"GNSScheduler scales all param groups relative to the first param group's learning rate, "
+                       f"which must be a positive finite number, got {lr!r}; put groups with lr 0 after it.")
+
+
 class GNSScheduler(LRScheduler):
     """Learning-rate scheduler driven by a trained :class:`~gnsched.agent.GNSAgent`.
 
     Args:
         optimizer: the wrapped optimizer (any number of param groups).
         model: the network being trained (its graph is what the agent sees).
-        agent: a trained agent.
+        agent: a trained agent, or what :meth:`GNSAgent.load` takes (a file, a ``gnsched
+            train`` folder, a shipped agent's name).
         interval: K, optimizer steps between two decisions.
         total_steps: planned optimizer steps of the run, for the progress feature; required
             when the agent was trained with it (the default).
@@ -107,12 +118,23 @@ class GNSScheduler(LRScheduler):
                            f"for the agent's progress feature, got {total_steps!r}.")
         if not (0 < lr_min < lr_max and math.isfinite(lr_max)):
             raise GNSError(f"need 0 < lr_min < lr_max, got lr_min={lr_min!r}, lr_max={lr_max!r}.")
+        _check_first_lr(optimizer)
         model = getattr(model, "_orig_mod", model)  # torch.compile: hooks go on the original module
         if not any(True for _ in model.parameters()):
             raise GNSError(f"the model {type(model).__name__} has no parameters.")
+        lr0 = _lr_value(optimizer.param_groups[0]["lr"])
+        if not lr_min <= lr0 <= lr_max:
+            warnings.warn(f"GNSScheduler: the learning rate {lr0:g} lies outside [lr_min, lr_max] = [{lr_min:g}, "
+                          f"{lr_max:g}] and will be clamped at the first decision; widen lr_min / lr_max.",
+                          stacklevel=2)
         if progress_feature and total_steps < interval:
             warnings.warn(f"GNSScheduler: total_steps={total_steps} is shorter than interval={interval}; "
                           "no decision will be made (lower interval=).", stacklevel=2)
+        if isinstance(agent, (str, bytes)) or hasattr(agent, "__fspath__"):
+            agent = GNSAgent.load(agent)  # a file, a gnsched train folder or a shipped agent's name
+        if not isinstance(agent, GNSAgent):
+            raise GNSError(f"agent must be a GNSAgent, an agent file or a shipped agent's name, got "
+                           f"{type(agent).__name__}.")
         self.model, self.agent = model, agent.eval()
         self.interval, self.total_steps = interval, total_steps
         self.deterministic, self.lr_min, self.lr_max = deterministic, lr_min, lr_max
@@ -182,6 +204,11 @@ class GNSScheduler(LRScheduler):
 
     # ---------------------------------------------------------------- hooks
     def _capture(self, module, args, kwargs):
+        # A validation pass under no_grad / inference_mode (Lightning's sanity check) is not
+        # one that autograd can follow (inference tensors cannot even enter it): wait for a
+        # training forward pass.
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return
         self._example = Inputs(tuple(args), dict(kwargs))
         self._hook.remove()
         self._hook = None
@@ -193,14 +220,26 @@ class GNSScheduler(LRScheduler):
         if isinstance(loss, torch.Tensor) and module.training and not self._building:
             self._hook_losses.append(loss.detach())
 
-    def _before_optimizer_step(self, optimizer, args, kwargs):
-        # The step that completes a window: read gradient statistics now, where gradients
-        # surely exist (a loop may clear them before calling scheduler.step()).
+    def _read_grads(self) -> None:
+        # The step that completes a window: read gradient statistics at the optimizer step,
+        # where gradients surely exist (a loop may clear them before calling scheduler.step()).
         if (self.optimizer_steps + 1) % self.interval == 0 and (self._graph is not None or self._example is not None):
             self._ensure_graph()
             self._grad_stats = self._features.grad_stats()
 
+    @staticmethod
+    def _has_closure(args, kwargs) -> bool:
+        return kwargs.get("closure") is not None or bool(args and callable(args[0]))
+
+    def _before_optimizer_step(self, optimizer, args, kwargs):
+        if not self._has_closure(args, kwargs):
+            self._read_grads()
+
     def _on_optimizer_step(self, optimizer, args, kwargs):
+        # step(closure) (Lightning, LBFGS) computes this step's gradients inside the step:
+        # they exist only now.
+        if self._has_closure(args, kwargs):
+            self._read_grads()
         self.optimizer_steps += 1
 
     # ---------------------------------------------------------------- LRScheduler API
@@ -264,12 +303,18 @@ class GNSScheduler(LRScheduler):
             raise GNSError("GNSScheduler has not seen a forward pass of the model; pass example_input= "
                            "or call the model before the first decision.")
         was_training = self.model.training
+        # The extra forward pass must not change the model: keep the RNG and the buffers
+        # (BatchNorm running statistics move in a training-mode forward pass).
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
         self._building = True
         try:
-            with torch.random.fork_rng(devices=[]):  # graph extraction must not move the user's RNG
+            with torch.random.fork_rng(devices=[]):
                 self._graph = build_graph(self.model, self._example)
         finally:
             self._building = False
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
         self.model.train(was_training)
         self._structure = BlockStructure.from_graph(self._graph)
         self._features = NodeFeatures(self.model, self._graph)
@@ -297,6 +342,7 @@ class GNSScheduler(LRScheduler):
             a, value = 0.0, 0.0
         if self._rank() >= 0:
             a, value = self._broadcast(a, value)
+        _check_first_lr(self.optimizer)
         apply_action(self.optimizer, a, self.lr_min, self.lr_max)
         self.last_action, self.last_value, self.last_loss = a, value, loss
         if self.writer is not None:

@@ -117,10 +117,12 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
     ``writer``: an optional TensorBoard ``SummaryWriter``; per episode it logs the return,
     the final validation metric, the initial learning rate and the PPO statistics.
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import check_checkpoint_dir, load_checkpoint, save_checkpoint
     from .parallel import make_collector
 
     cfg.validate()
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(checkpoint_dir)
     # Pin the batch size now, so that a resumed run keeps it whatever its worker count.
     cfg = replace(cfg, ppo=replace(cfg.ppo, episodes_per_update=cfg.episodes_per_update()))
     state = load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
