@@ -415,3 +415,28 @@ def test_tensor_lr_shared_by_param_groups_is_scaled_once(agent, digits_task):
         expected *= 1 + sched.last_action
     assert sched.decisions == 3 and sched.last_action != 0
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_shipped_agent_trains_the_fashion_mnist_mlp_one_epoch(fashion_dir):
+    """The shipped agent by name on the model it was trained for: one epoch of the
+    Fashion-MNIST MLP (391 steps, K = 50: 7 decisions), a plain loop, real data."""
+    from gnsched.tasks import get_task
+
+    task = get_task("fashion-mnist-mlp", fashion_dir)
+    torch.manual_seed(0)
+    model = task.make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps = task.steps_per_epoch()
+    sched = GNSScheduler.pretrained("fashion-mnist", opt, model, total_steps=steps)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(task.num_train(), generator=g)
+    for i in range(steps):
+        x, y = task.batch(order[i * task.batch_size:(i + 1) * task.batch_size])
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    assert steps == 391 and sched.decisions == steps // 50
+    assert sched.get_last_lr()[0] != pytest.approx(1e-3)  # the agent did move the lr
+    assert task.evaluate(model, "val") > 0.8  # one epoch of a sensible schedule: ~84 %
