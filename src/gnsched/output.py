@@ -77,13 +77,7 @@ def atomic_output(out: Path):
         raise GNSError(f"cannot write the output folder {out}: {e.strerror or e}.") from None
     try:
         yield tmp
-        (tmp / MARKER).write_text("written by gnsched; this folder may be replaced by the next run\n")
-        os.chmod(tmp, 0o755)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        promote(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise GNSError(f"cannot write the output folder {out}: {e.strerror or e}.") from None
