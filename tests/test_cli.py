@@ -217,4 +217,21 @@ def test_plot_command_redraws_a_run(runner, demo_out, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = runner.invoke(app, ["plot", str(tmp_path)])
-    assert res.exit_code == 2 and "results.json does not exist" in res.stderr
+    assert res.exit_code == 2 and "neither results.json nor training.json" in res.stderr
+
+
+def test_plot_command_draws_a_training_folder(runner, tmp_path):
+    """A `gnsched train` folder has no lr trajectories but a training log: its learning
+    curve is drawn; a log without episodes or with a broken entry is a clear error."""
+    log = {"task": "digits-mlp", "episodes": [
+        {"episode": i, "final_val": 0.9 + i / 100, "episode_return": 5.0 + i, "lr0": 1e-3 * (i + 1)} for i in range(4)]}
+    (tmp_path / "training.json").write_text(json.dumps(log))
+    res = runner.invoke(app, ["plot", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "training.json").write_text(json.dumps({"episodes": []}))
+    res = runner.invoke(app, ["plot", str(tmp_path)])
+    assert res.exit_code == 2 and "holds no episodes" in res.stderr
+    (tmp_path / "training.json").write_text(json.dumps({"episodes": [{"episode": 0}]}))
+    res = runner.invoke(app, ["plot", str(tmp_path)])
+    assert res.exit_code == 2 and "not a gnsched training log" in res.stderr

@@ -394,27 +394,43 @@ def graph(task_name: str = _TASK, data_dir: Optional[Path] = _DATA):
 
 
 @app.command()
-def plot(run_dir: Path = typer.Argument(..., help="an output folder of gnsched run/demo (holds results.json)"),
+def plot(run_dir: Path = typer.Argument(..., help="an output folder of gnsched run/demo (results.json) or of "
+                                          "gnsched train (training.json)"),
          out: Optional[Path] = typer.Option(None, help="PNG file to write (default: RUN_DIR/plot.png)")):
-    """Draw the learning-rate trajectories and loss curves of a run folder."""
+    """Draw the learning-rate trajectories and loss curves of a run folder, or the learning
+    curve (final validation metric, return, initial lr per episode) of a training folder."""
     try:
-        from .plot import plot_runs
+        from .plot import plot_runs, plot_training
         from .target import RunRecord
 
-        results_file = run_dir / "results.json"
-        if not results_file.is_file():
-            raise GNSError(f"{results_file} does not exist; give an output folder of 'gnsched run' or 'gnsched demo'.")
-        try:
-            results = json.loads(results_file.read_text())
-            records = [RunRecord(**r) for r in results["runs"]]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise GNSError(f"{results_file} is not a gnsched results file ({e}).") from None
+        results_file, training_file = run_dir / "results.json", run_dir / "training.json"
+        if results_file.is_file():
+            try:
+                results = json.loads(results_file.read_text())
+                records = [RunRecord(**r) for r in results["runs"]]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                raise GNSError(f"{results_file} is not a gnsched results file ({e}).") from None
+            draw = lambda path: plot_runs(records, path, title=results.get("task", ""))  # noqa: E731
+        elif training_file.is_file():
+            try:
+                training = json.loads(training_file.read_text())
+                episodes = training["episodes"]
+                _ = [(e["episode"], float(e["final_val"]), float(e["episode_return"]), float(e["lr0"]))
+                     for e in episodes]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+                raise GNSError(f"{training_file} is not a gnsched training log ({e}).") from None
+            if not episodes:
+                raise GNSError(f"{training_file} holds no episodes.")
+            draw = lambda path: plot_training(episodes, path, title=f"agent training on {training.get('task', '')}")  # noqa: E731
+        else:
+            raise GNSError(f"{run_dir} holds neither results.json nor training.json; give an output folder of "
+                           "'gnsched run', 'gnsched demo' or 'gnsched train'.")
         target = out or run_dir / "plot.png"
         if target.suffix.lower() != ".png":
             raise GNSError(f"--out must be a .png file, got {target}.")
         tmp = target.with_name(f".{target.name}.tmp.png")
         try:
-            plot_runs(records, tmp, title=results.get("task", ""))
+            draw(tmp)
             tmp.replace(target)
         except OSError as e:
             raise GNSError(f"cannot write {target}: {e.strerror or e}.") from None

@@ -34,3 +34,29 @@ def plot_runs(records: list[RunRecord], path: str | Path, title: str = "") -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_training(episodes: list[dict], path: str | Path, title: str = "") -> Path:
+    """Write the learning curve of agent training (a ``gnsched train`` folder's
+    ``training.json``): per episode the final validation metric, the return (Eq. 3 rewards,
+    scaled) and the initial learning rate drawn from the prior, each against the episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [e["episode"] for e in episodes]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key, label, log in ((axes[0], "final_val", "final validation metric", False),
+                                (axes[1], "episode_return", "episode return", False),
+                                (axes[2], "lr0", "initial learning rate", True)):
+        ax.plot(ep, [e[key] for e in episodes], "o-", ms=3)
+        ax.set(xlabel="episode", ylabel=label, yscale="log" if log else "linear")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
