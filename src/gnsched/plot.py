@@ -7,6 +7,18 @@ from pathlib import Path
 from .target import RunRecord
 
 
+def _save(fig, path: str | Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_runs(records: list[RunRecord], path: str | Path, title: str = "") -> Path:
     """Write a two-panel PNG (learning rate, training loss vs optimizer step) to ``path``."""
     import matplotlib
@@ -27,13 +39,7 @@ def plot_runs(records: list[RunRecord], path: str | Path, title: str = "") -> Pa
     for ax in (ax_lr, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_training(episodes: list[dict], path: str | Path, title: str = "") -> Path:
@@ -53,10 +59,4 @@ def plot_training(episodes: list[dict], path: str | Path, title: str = "") -> Pa
         ax.plot(ep, [e[key] for e in episodes], "o-", ms=3)
         ax.set(xlabel="episode", ylabel=label, yscale="log" if log else "linear")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
