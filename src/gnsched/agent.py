@@ -119,7 +119,6 @@ class GNSAgent(nn.Module):
     def distribution(self, mu: torch.Tensor) -> Normal:
         return Normal(mu, torch.full_like(mu, self.cfg.sigma))
 
-    @torch.no_grad()
     def act(self, obs: torch.Tensor, s: BlockStructure, deterministic: bool = True,
             generator: torch.Generator | None = None) -> tuple[float, float, float]:
         """One decision for state ``obs [N, F]``: (action, its log-probability, value).
@@ -131,7 +130,8 @@ class GNSAgent(nn.Module):
         """
         fast = folded(self) if obs.dim() == 2 and obs.device.type == "cpu" else None
         if fast is None:
-            mu_t, value_t = self(obs, s)
+            with torch.no_grad():
+                mu_t, value_t = self(obs, s)
             mu, value = float(mu_t), float(value_t)
         else:
             mu, value = fast(obs.double().numpy(), s)

@@ -320,8 +320,7 @@ class GNSScheduler(LRScheduler):
         self._features = NodeFeatures(self.model, self._graph)
         self._example = None  # do not keep the user's batch alive
 
-    @torch.no_grad()
-    def _decide(self) -> None:
+    def _decide(self) -> None:  # no torch.no_grad(): features and agent detach what they read
         self._ensure_graph()
         loss = self._window_mean()
         if not self._window_losses:
