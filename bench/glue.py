@@ -91,10 +91,13 @@ PROFILES = {
     "quick": Profile("smoke", ("RTE",), seeds=1, episodes=2, grids=_grids((2e-5, 1e-4), (0.0,), (1.0,), (1e-8,)),
                      transfer=(("RTE", "MRPC"), ("RTE-3l", "RTE")), plots=("RTE",)),
     # What 2 CPU cores finish in about two hours (two processes, one per group of tasks):
-    # Table 6's two alpha_max with 10 % warmup, linear decay, beta 1e-8 (2 configurations per
-    # baseline), 3 seeds reusing the tuning run, 4 agent episodes, two transfers.
+    # alpha_max in {2e-5, 1e-4} with 10 % warmup, linear decay, beta 1e-8 (2 configurations
+    # per baseline), 3 seeds reusing the tuning run, 4 agent episodes, two transfers. Table 6's
+    # {1e-5, 2e-5} is meant for thousands of updates: in the cpu profile's T = 100 both leave
+    # CoLA at Matthews 0 and MRPC at the majority class (measured), so the grid spans the
+    # range of GNS's initial learning rates (1e-5..1e-4) instead.
     "cpu": Profile("cpu", ("RTE", "MRPC", "CoLA", "SST-2"), seeds=3, episodes=4,
-                   grids=_grids(TABLE6["lr"], (0.1,), (1.0,), (1e-8,)),
+                   grids=_grids((2e-5, 1e-4), (0.1,), (1.0,), (1e-8,)),
                    transfer=(("RTE", "MRPC"), ("RTE-3l", "RTE")), reuse_tuning=True),
     # The full Table 6 grid (10 / 10 / 20 / 6 / 2 configurations), 10 episodes: ~12 h on 2 cores.
     "cpu-full": Profile("cpu", ("RTE", "MRPC", "CoLA", "SST-2"), seeds=3, episodes=10,
