@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-transfer", action="store_true", help="leave the transfer runs to another process")
+    ap.add_argument("--transfer", default=None, help="comma-separated SRC:DST pairs instead of the profile's")
     ap.add_argument("--out", default=None, help="default bench/results/glue-<profile>")
     args = ap.parse_args()
     prof = PROFILES[args.profile]
@@ -271,7 +272,8 @@ def main() -> None:
                 plots.setdefault(name, []).append(RunRecord(**{k: v for k, v in recs[0].items() if k != "key"}))
     transfer = {}
     if "gns" in methods and not args.skip_transfer:
-        for src, dst in prof.transfer:
+        pairs = [tuple(t.split(":")) for t in args.transfer.split(",")] if args.transfer else prof.transfer
+        for src, dst in pairs:
             if dst in tasks or src.removesuffix("-3l") in tasks:
                 recs = [bench.gns(src, dst, seed, method=f"gns-from-{src}") for seed in prof.eval_seeds()]
                 transfer[f"{src} -> {dst}"] = summarise(recs)
