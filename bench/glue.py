@@ -249,12 +249,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-transfer", action="store_true", help="leave the transfer runs to another process")
     ap.add_argument("--transfer", default=None, help="comma-separated SRC:DST pairs instead of the profile's")
+    ap.add_argument("--transfer-only", action="store_true", help="only the transfer runs (another process does the rest)")
     ap.add_argument("--out", default=None, help="default bench/results/glue-<profile>")
     args = ap.parse_args()
     prof = PROFILES[args.profile]
     out = Path(args.out or f"bench/results/glue-{args.profile}")
     bench = Bench(out, args.data_dir, prof, args.threads)
     tasks = args.tasks.split(",") if args.tasks else list(prof.tasks)
+    if args.transfer_only:
+        tasks = []
     methods = args.methods.split(",")
     t0 = time.perf_counter()
     table: dict[str, dict[str, dict]] = {}
@@ -274,7 +277,7 @@ def main() -> None:
     if "gns" in methods and not args.skip_transfer:
         pairs = [tuple(t.split(":")) for t in args.transfer.split(",")] if args.transfer else prof.transfer
         for src, dst in pairs:
-            if dst in tasks or src.removesuffix("-3l") in tasks:
+            if args.transfer_only or dst in tasks or src.removesuffix("-3l") in tasks:
                 recs = [bench.gns(src, dst, seed, method=f"gns-from-{src}") for seed in prof.eval_seeds()]
                 transfer[f"{src} -> {dst}"] = summarise(recs)
     for name, recs in plots.items():
