@@ -115,3 +115,20 @@ def test_cli_bench_epochs_override_is_checked(tmp_path):
 
     res = CliRunner().invoke(app, ["bench", "--epochs", "fashion-mnist-mlp=ten", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "TASK=N" in res.output
+
+
+def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
+    """The registered GNS variant trains with γ = 1, p = 1 and one PPO update per 3 episodes,
+    and its records never collide with plain GNS's."""
+    task = dataclasses.replace(digits_task, interval=3)  # 6 windows in the 18-step episode
+    profile = dataclasses.replace(TINY, methods=("gns-g1",), seeds=1, gns_episodes=3, transfer=())
+    store = run_bench(profile, tmp_path, load_task={"digits-mlp": task}.__getitem__)
+    agent_rec = next(r for r in store.all() if r["key"]["kind"] == "agent")
+    train_cfg = agent_rec["key"]["config"]["train"]
+    assert (train_cfg["ppo"]["gamma"], train_cfg["env"]["val_prob"], train_cfg["ppo"]["episodes_per_update"]) == (1.0, 1.0, 3)
+    assert agent_rec["key"]["method"] == "gns-g1" and len(agent_rec["episodes"]) == 3
+    # p = 1: the initial state and every one of the 5 decisions were validated (p = 0.2
+    # would skip most of the 4 in between)
+    assert all((ep["decisions"], ep["validations"]) == (5, 6) for ep in agent_rec["episodes"])
+    # one PPO update, after the third episode: only that episode carries its statistics
+    assert [bool(ep["ppo"]) for ep in agent_rec["episodes"]] == [False, False, True]
