@@ -125,7 +125,8 @@ def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
     store = run_bench(profile, tmp_path, load_task={"digits-mlp": task}.__getitem__)
     agent_rec = next(r for r in store.all() if r["key"]["kind"] == "agent")
     train_cfg = agent_rec["key"]["config"]["train"]
-    assert (train_cfg["ppo"]["gamma"], train_cfg["env"]["val_prob"], train_cfg["ppo"]["episodes_per_update"]) == (1.0, 1.0, 3)
+    assert (train_cfg["ppo"]["gamma"], train_cfg["env"]["val_prob"], train_cfg["ppo"]["episodes_per_update"],
+            train_cfg["agent"]["action_scale"]) == (1.0, 1.0, 3, 0.25)
     assert agent_rec["key"]["method"] == "gns-g1" and len(agent_rec["episodes"]) == 3
     # p = 1: the initial state and every one of the 5 decisions were validated (p = 0.2
     # would skip most of the 4 in between)
