@@ -133,3 +133,13 @@ def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
     assert all((ep["decisions"], ep["validations"]) == (5, 6) for ep in agent_rec["episodes"])
     # one PPO update, after the third episode: only that episode carries its statistics
     assert [bool(ep["ppo"]) for ep in agent_rec["episodes"]] == [False, False, True]
+
+
+def test_profile_record_accumulates_single_task_runs(tmp_path):
+    """A ``--task B`` run on a folder where ``--task A --epochs A=10`` ran keeps A's epochs."""
+    full = Profile("p", ("a", "b"), epochs={"a": 6, "b": 3, "c": 3}, methods=("gns",), transfer=(("b", "c"),))
+    bench._write_profile(tmp_path / "profile.json", dataclasses.replace(full, tasks=("a",), epochs={"a": 10, "b": 3, "c": 3}))
+    bench._write_profile(tmp_path / "profile.json", dataclasses.replace(full, tasks=("b",), methods=("gns-g1",)))
+    rec = json.loads((tmp_path / "profile.json").read_text())
+    assert rec["epochs"] == {"a": 10, "b": 3, "c": 3}
+    assert rec["tasks"] == ["a", "b"] and rec["methods"] == ["gns", "gns-g1"] and rec["transfer"] == [["b", "c"]]

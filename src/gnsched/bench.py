@@ -344,7 +344,8 @@ register(agent_method("gns-g1", kind="gns", overrides=GNS_G1))
 # --------------------------------------------------------------------------- driver
 def _write_profile(path: Path, profile: Profile) -> None:
     """Record the profile; runs of single tasks of one profile (``--task``, e.g. one process
-    per core on the same folder) accumulate their tasks and transfers."""
+    per core on the same folder, or ``--method`` additions) accumulate their tasks, methods
+    and transfers, and change the recorded epochs only of the tasks they ran."""
     data = asdict(profile)
     if path.is_file():
         try:
@@ -352,7 +353,10 @@ def _write_profile(path: Path, profile: Profile) -> None:
         except json.JSONDecodeError:
             old = {}
         if old.get("name") == profile.name:
+            ran = set(profile.tasks) | {dst for src, dst in profile.transfer if src in profile.tasks}
             data["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *data["tasks"]]))
+            data["methods"] = list(dict.fromkeys([*old.get("methods", []), *data["methods"]]))
+            data["epochs"] = {**old.get("epochs", {}), **{t: e for t, e in data["epochs"].items() if t in ran}}
             data["transfer"] = [list(t) for t in dict.fromkeys(map(tuple, [*old.get("transfer", []), *data["transfer"]]))]
     path.write_text(json.dumps(data, indent=2))
 

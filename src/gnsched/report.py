@@ -110,13 +110,19 @@ def _save(plt, fig, axes, path: Path) -> None:
     plt.close(fig)
 
 
+def _style(i: int) -> dict:
+    """Line style of the i-th method: tab10's colours, dashed after the tenth, so that no two
+    of up to 20 methods look alike."""
+    return {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--"}
+
+
 def plot_lr(summary: dict, path: Path) -> None:
     plt, fig, axes = _subplots(len(summary), "learning-rate trajectories (first evaluation seed)")
     for ax, (task, methods) in zip(axes, summary.items()):
-        for method, r in methods.items():
+        for i, (method, r) in enumerate(methods.items()):
             if r["runs"]:
                 run = r["runs"][r["seeds"].index(min(r["seeds"]))]
-                ax.step(run["steps"], run["lrs"], where="pre", label=method, alpha=0.85)
+                ax.step(run["steps"], run["lrs"], where="pre", label=method, alpha=0.85, **_style(i))
         ax.set(yscale="log", xlabel="optimizer step", ylabel="learning rate", title=task)
     _save(plt, fig, axes, path)
 
@@ -124,13 +130,13 @@ def plot_lr(summary: dict, path: Path) -> None:
 def plot_loss(summary: dict, path: Path) -> None:
     plt, fig, axes = _subplots(len(summary), "training loss (window mean, mean over seeds)")
     for ax, (task, methods) in zip(axes, summary.items()):
-        for method, r in methods.items():
+        for i, (method, r) in enumerate(methods.items()):
             runs = [run for run in r["runs"] if run["train_losses"]]
             if not runs:
                 continue
             n = min(len(run["train_losses"]) for run in runs)
             mean = [statistics.fmean(run["train_losses"][i] for run in runs) for i in range(n)]
-            ax.plot(runs[0]["steps"][:n], mean, label=method, alpha=0.85)
+            ax.plot(runs[0]["steps"][:n], mean, label=method, alpha=0.85, **_style(i))
         ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss", title=task)
     _save(plt, fig, axes, path)
 
