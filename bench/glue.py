@@ -13,7 +13,7 @@ Per task (GLUE profile ``cpu``, see :mod:`gnsched.glue_task`), in the ``cpu-full
   initial learning rates over the prior 1e-5..1e-4, T_pre = 10 %).
 
 That is ~12 hours on 2 CPU cores. The ``cpu`` profile, the one we ran, keeps the methods and
-cuts the cost to ~2 hours: two points per baseline, alpha_max ∈ {2e-5, 1e-4} (Table 6's
+cuts the cost to ~6 hours (6.1 h measured, 2026-12): two points per baseline, alpha_max ∈ {2e-5, 1e-4} (Table 6's
 values leave CoLA at Matthews 0 and MRPC at the majority class within 100 updates, and the
 points then span GNS's initial learning rates), eta1 = 0.1, p = 1, beta = 1e-8; 4 agent
 episodes; transfers RTE -> MRPC and RTE-3l -> RTE.
@@ -36,7 +36,7 @@ the same command to continue. Writes ``OUT/results.json``, ``OUT/README.md`` (ta
 and learning-rate plots ``OUT/lr-<task>.png`` (like Figure 3).
 
     PYTHONPATH=src .venv/bin/python bench/glue.py --profile quick     # a few minutes
-    PYTHONPATH=src .venv/bin/python bench/glue.py --profile cpu       # ~2 h on 2 cores (two processes, --tasks)
+    PYTHONPATH=src .venv/bin/python bench/glue.py --profile cpu       # ~6 h on 2 cores (two processes, --tasks)
 """
 from __future__ import annotations
 

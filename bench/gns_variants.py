@@ -36,7 +36,7 @@ from gnsched.config import TrainConfig
 from gnsched.tasks import get_task
 from gnsched.train import apply_agent, train_agent
 
-BENCH = Path("bench/results/fashion-mnist")
+BENCH = Path(__file__).resolve().parent / "results" / "fashion-mnist"
 #: epochs per run as in the committed benchmark (the MLP ran 10, the ResNet its default 3)
 EPOCHS = {"fashion-mnist-mlp": 10, "fashion-mnist-resnet": 3}
 
@@ -62,12 +62,18 @@ BASELINES = ("constant", "polynomial", "cosine", "wsd", "adam-hd", "cma-es", "sc
 
 
 def make_cfg(overrides: dict, task: str) -> TrainConfig:
-    cfg = TrainConfig(episodes=30, epochs=EPOCHS[task], seed=0)
-    for path, value in overrides.items():
-        *section, name = path.split(".")
-        setattr(getattr(cfg, section[0]) if section else cfg, name, value)
-    cfg.validate()
-    return cfg
+    return TrainConfig(episodes=30, epochs=EPOCHS[task], seed=0).with_overrides(overrides)
+
+
+def bench_agent_record(task: str) -> dict:
+    """The benchmark's record of its GNS agent for ``task`` at the epochs used here."""
+    folder = BENCH / "records" / task / "gns"
+    for p in sorted(folder.glob("agent-*.json")):
+        rec = json.loads(p.read_text())
+        if rec["key"]["epochs"] == EPOCHS[task]:
+            return rec
+    raise SystemExit(f"error: no GNS agent trained for {EPOCHS[task]} epochs in {folder}; run the benchmark "
+                     f"(gnsched bench --profile full --task {task}) first.")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -79,11 +85,13 @@ def write_json(path: Path, data: dict) -> None:
 
 def agent_for(name: str, out: Path, task) -> tuple[GNSAgent, float]:
     if name == "paper":  # the benchmark's agent, trained with seed 0 (TUNE_SEED)
-        path = next((BENCH / "agents" / task.name / "gns").glob("agent-0-*.safetensors"))
-        return GNSAgent.load(path), json.loads(next((BENCH / "records" / task.name / "gns").glob(
-            "agent-0-*.json")).read_text())["seconds"]
+        rec = bench_agent_record(task.name)
+        return GNSAgent.load(BENCH / rec["agent"]), rec["seconds"]
     path = out / "agents" / f"{name}.safetensors"
     log = out / "agents" / f"{name}.training.json"
+    if log.is_file() and json.loads(log.read_text())["overrides"] != VARIANTS[name][0]:
+        raise SystemExit(f"error: {path} was trained with {json.loads(log.read_text())['overrides']}, but variant "
+                         f"{name!r} is now {VARIANTS[name][0]}; delete its agent files and records to retrain.")
     if not path.is_file():
         t0 = time.perf_counter()
         agent, logs = train_agent(task, make_cfg(VARIANTS[name][0], task.name), checkpoint_dir=out / "agents" / f"{name}-checkpoint")
@@ -112,7 +120,9 @@ def baseline_tests(task: str, seeds: list[int]) -> dict[str, list[float]]:
     for method in BASELINES:
         for seed in seeds:
             for p in (BENCH / "records" / task / method).glob(f"seed-{seed}-*.json"):
-                out.setdefault(method, []).append(json.loads(p.read_text())["test"])
+                rec = json.loads(p.read_text())
+                if rec["key"]["epochs"] == EPOCHS[task]:
+                    out.setdefault(method, []).append(rec["test"])
     return out
 
 
@@ -168,9 +178,10 @@ def main() -> None:
             results[name][mode] = {"test": tests, "lr0": [r["lrs"][0] for r in recs],
                                    "lr_end": [r["lrs"][-1] for r in recs],
                                    "seconds": [r["seconds"] for r in recs]}
-            print(f"{name:16s} {mode:8s} test {fmt(tests)}  lr {recs[0]['lrs'][0]:.2e} -> {recs[0]['lrs'][-1]:.2e}",
+            print(f"{name:22s} {mode:10s} test {fmt(tests)}  lr {recs[0]['lrs'][0]:.2e} -> {recs[0]['lrs'][-1]:.2e}",
                   flush=True)
-        _, secs = agent_for(name, out, task)
+        secs = (bench_agent_record(task.name)["seconds"] if name == "paper"
+                else json.loads((out / "agents" / f"{name}.training.json").read_text())["seconds"])
         sel, fix = results[name]["select"], results[name]["default-lr"]
         rows.append(f"| {name} | {VARIANTS[name][1]} | {fmt(sel['test'])} | {sel['lr0'][0]:.1e} → {sel['lr_end'][0]:.1e} "
                     f"| {fmt(fix['test'])} | {fix['lr0'][0]:.1e} → {fix['lr_end'][0]:.1e} | {secs:.0f} |")

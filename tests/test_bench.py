@@ -118,8 +118,8 @@ def test_cli_bench_epochs_override_is_checked(tmp_path):
 
 
 def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
-    """The registered GNS variant trains with γ = 1, p = 1 and one PPO update per 3 episodes,
-    and its records never collide with plain GNS's."""
+    """The registered GNS variant trains with γ = 1, p = 1, one PPO update per 3 episodes and
+    actions up to ±0.25, and its saved agent says so."""
     task = dataclasses.replace(digits_task, interval=3)  # 6 windows in the 18-step episode
     profile = dataclasses.replace(TINY, methods=("gns-g1",), seeds=1, gns_episodes=3, transfer=())
     store = run_bench(profile, tmp_path, load_task={"digits-mlp": task}.__getitem__)
@@ -133,6 +133,11 @@ def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
     assert all((ep["decisions"], ep["validations"]) == (5, 6) for ep in agent_rec["episodes"])
     # one PPO update, after the third episode: only that episode carries its statistics
     assert [bool(ep["ppo"]) for ep in agent_rec["episodes"]] == [False, False, True]
+    from gnsched.agent import GNSAgent
+
+    agent = GNSAgent.load(tmp_path / agent_rec["agent"])
+    assert agent.cfg.action_scale == 0.25 and agent.recipe["action_scale"] == 0.25
+    assert agent.recipe["ppo"]["gamma"] == 1.0 and agent.recipe["ppo"]["episodes_per_update"] == 3
 
 
 def test_profile_record_accumulates_single_task_runs(tmp_path):

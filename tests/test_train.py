@@ -111,6 +111,19 @@ def test_train_config_validation(digits_task):
 
 
 # ----------------------------------------------------------------------------- regressions (bugs found and fixed)
+def test_train_config_overrides():
+    base = TrainConfig()
+    cfg = base.with_overrides({"ppo.gamma": 1.0, "env.val_prob": 1.0, "agent.action_scale": 0.25, "episodes": 60})
+    assert (cfg.ppo.gamma, cfg.env.val_prob, cfg.agent.action_scale, cfg.episodes) == (1.0, 1.0, 0.25, 60)
+    assert (base.ppo.gamma, base.episodes) == (0.99, 30)  # a copy: the original is untouched
+    for bad, says in [({"ppo.gama": 1.0}, "PPOConfig has the fields"), ({"ppo": 1.0}, "TrainConfig has the fields"),
+                      ({"optim.lr": 1.0}, "section one of"), ({"a.b.c": 1}, "section one of")]:
+        with pytest.raises(GNSError, match=says):
+            base.with_overrides(bad)
+    with pytest.raises(GNSError, match="gamma must lie in"):  # values are validated too
+        base.with_overrides({"ppo.gamma": 2.0})
+
+
 def test_one_decision_per_episode_trains(digits_task):
     # epochs=1 -> 18 steps; K=9 -> 2 windows -> exactly one decision per episode (a valid config)
     cfg = TrainConfig(episodes=1, epochs=1, env=EnvConfig(interval=9), ppo=PPOConfig(epochs=1),

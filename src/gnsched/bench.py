@@ -76,7 +76,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # Smoke test: 1 epoch, 2 seeds, 2-point grids, 4 CMA-ES evaluations, 3 agent episodes,
-    # every registered method.
+    # the paper's comparison (11 methods; add gns-g1 with --method).
     "quick": Profile("quick", ("fashion-mnist-mlp", "fashion-mnist-resnet"),
                      methods=("constant", "polynomial", "cosine", "wsd", "adam-hd", "schedule-free", "cma-es",
                               "gns", "frs", "srls", "css"),
@@ -265,8 +265,11 @@ def agent_method(name: str, kind: str | None = None, overrides: dict | None = No
     ``profile.gns_episodes`` episodes and applied with :func:`gnsched.train.apply_agent`.
 
     ``overrides``: ``{"ppo.gamma": 1.0, "env.val_prob": 1.0, ...}``, fields of
-    :class:`~gnsched.config.TrainConfig` changed from the paper's defaults (they are part of
-    the record key, so such a method never reuses another's agent).
+    :class:`~gnsched.config.TrainConfig` changed from the paper's defaults
+    (:meth:`~gnsched.config.TrainConfig.with_overrides`; they are part of the record key, so
+    such a method never reuses another's agent). The same config applies the agent, so a
+    p = 1 method also validates at every decision of its evaluation runs (more seconds, the
+    same result: application follows the policy mean).
 
     Training checkpoints after every PPO update under ``OUT/agents/``, so an interrupted
     training resumes where it stopped. Tuning cost: episodes × T optimizer steps; the
@@ -280,11 +283,7 @@ def agent_method(name: str, kind: str | None = None, overrides: dict | None = No
         from .config import TrainConfig
 
         cfg = TrainConfig(episodes=ctx.profile.gns_episodes, epochs=ctx.epochs, seed=TUNE_SEED)
-        for path, value in (overrides or {}).items():
-            section, field_name = path.split(".")
-            setattr(getattr(cfg, section), field_name, value)
-        cfg.validate()
-        return cfg
+        return cfg.with_overrides(overrides or {})
 
     def tune(ctx: Context) -> Tuned:
         from .train import train_agent

@@ -226,6 +226,27 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_overrides(self, overrides: dict) -> "TrainConfig":
+        """This config with fields changed: ``{"ppo.gamma": 1.0, "env.val_prob": 1.0,
+        "episodes": 60}`` (``section.field`` for the nested configs, ``field`` for this one's).
+        An unknown name is an error, never a silently ignored setting. Returns a validated copy."""
+        import copy
+
+        cfg = copy.deepcopy(self)
+        sections = {f.name for f in fields(self) if f.name in ("env", "agent", "ppo", "parallel")}
+        for path, value in overrides.items():
+            *section, name = str(path).split(".")
+            require(len(section) <= 1 and (not section or section[0] in sections),
+                    f"unknown config override {path!r}: use 'field' or 'section.field' with section one of "
+                    f"{', '.join(sorted(sections))}.")
+            target = getattr(cfg, section[0]) if section else cfg
+            allowed = {f.name for f in fields(target)} - (set() if section else sections)
+            require(name in allowed, f"unknown config override {path!r}: {type(target).__name__} has the fields "
+                                     f"{', '.join(sorted(allowed))}.")
+            setattr(target, name, value)
+        cfg.validate()
+        return cfg
+
 
 def from_dict(cls, data: dict):
     """Build a (flat) config dataclass from a dict holding exactly its fields."""

@@ -146,7 +146,9 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
     if not state:
         agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
                         "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
-                        "val_prob": env.cfg.val_prob, "lr_prior": list(task.lr_prior)}
+                        "val_prob": env.cfg.val_prob, "lr_prior": list(task.lr_prior),
+                        # the rest of how it was trained (PPO settings, action scale, ...)
+                        "ppo": asdict(cfg.ppo), "action_scale": cfg.agent.action_scale}
     per_update = cfg.episodes_per_update()
     try:
         ep = len(logs)
