@@ -44,6 +44,7 @@ def test_second_invocation_recomputes_nothing(bench_dir, monkeypatch):
         monkeypatch.setattr(train, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     store = run_bench(TINY, out, load_task=tasks.__getitem__)
     assert store.computed == 0 and calls == []
+    assert store.reused == 2 + 2 + 2 + 3 + 1 + 1 + 12 + 12  # every run of the first invocation, once
 
 
 def test_records_are_keyed_and_complete(bench_dir):

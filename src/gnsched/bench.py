@@ -108,6 +108,7 @@ class RecordStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.computed = 0  # runs executed and stored by this store (not answered from disk)
+        self.reused = 0    # runs answered from disk
 
     def path(self, key: dict) -> Path:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -137,6 +138,7 @@ class RecordStore:
         """The stored result of ``key``, or run ``fn`` and store what it returns."""
         found = self.get(key)
         if found is not None:
+            self.reused += 1
             return found
         result = fn()
         self.computed += 1

@@ -486,7 +486,7 @@ def bench(profile: str = typer.Option("quick", help="quick (minutes, smoke test)
         (out / MARKER).write_text("gnsched bench folder; rerun the same command to resume\n")
         if not render_only:
             store = run_bench(prof, out, data_dir, on_event=lambda msg: typer.echo(msg, err=True))
-            typer.echo(f"{store.computed} runs computed now (finished runs found in {out} were reused)", err=True)
+            typer.echo(f"{store.computed} runs computed now, {store.reused} finished runs reused from {out}", err=True)
         summary = render(out)
         typer.echo(markdown(summary))
         typer.echo(f"results.md, results.json and plots written to {out}/")
