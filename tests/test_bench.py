@@ -145,6 +145,7 @@ def test_profile_record_accumulates_single_task_runs(tmp_path):
     """A ``--task B`` run on a folder where ``--task A --epochs A=10`` ran keeps A's epochs."""
     full = Profile("p", ("a", "b"), epochs={"a": 6, "b": 3, "c": 3}, methods=("gns",), transfer=(("b", "c"),))
     bench._write_profile(tmp_path / "profile.json", dataclasses.replace(full, tasks=("a",), epochs={"a": 10, "b": 3, "c": 3}))
+    assert json.loads((tmp_path / "profile.json").read_text())["epochs"] == {"a": 10}  # only what ran
     bench._write_profile(tmp_path / "profile.json", dataclasses.replace(full, tasks=("b",), methods=("gns-g1",)))
     rec = json.loads((tmp_path / "profile.json").read_text())
     assert rec["epochs"] == {"a": 10, "b": 3, "c": 3}

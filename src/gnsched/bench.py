@@ -348,16 +348,17 @@ def _write_profile(path: Path, profile: Profile) -> None:
     per core on the same folder, or ``--method`` additions) accumulate their tasks, methods
     and transfers, and change the recorded epochs only of the tasks they ran."""
     data = asdict(profile)
+    ran = set(profile.tasks) | {dst for src, dst in profile.transfer if src in profile.tasks}
+    data["epochs"] = {t: e for t, e in data["epochs"].items() if t in ran}
     if path.is_file():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
         if old.get("name") == profile.name:
-            ran = set(profile.tasks) | {dst for src, dst in profile.transfer if src in profile.tasks}
             data["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *data["tasks"]]))
             data["methods"] = list(dict.fromkeys([*old.get("methods", []), *data["methods"]]))
-            data["epochs"] = {**old.get("epochs", {}), **{t: e for t, e in data["epochs"].items() if t in ran}}
+            data["epochs"] = {**old.get("epochs", {}), **data["epochs"]}
             data["transfer"] = [list(t) for t in dict.fromkeys(map(tuple, [*old.get("transfer", []), *data["transfer"]]))]
     path.write_text(json.dumps(data, indent=2))
 
