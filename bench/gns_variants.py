@@ -13,9 +13,10 @@ horizon as the fix:
   default, as in the benchmark): ``paper`` is the benchmark's own trained agent, the others
   are trained here with the same seed (30 episodes unless the name says otherwise).
 
-Resumable: each trained agent and each evaluation is a file under ``--out``; rerunning
-skips what exists. Renders ``--out``/README.md and results.json; baselines are read from the
-benchmark's records on the same seeds.
+Resumable: each trained agent and each evaluation is a record of :class:`gnsched.bench.RecordStore`
+under ``--out``/records (keyed by task, variant, its overrides, seed and epochs); rerunning
+skips what exists. Renders ``--out``/TASK/{README.md, results.json, lr.png}; baselines are
+read from the benchmark's records on the same seeds.
 
     PYTHONPATH=src .venv/bin/python bench/gns_variants.py --data-dir ../shared/data/fashion-mnist
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from gnsched.agent import GNSAgent
+from gnsched.bench import RecordStore, record_key
 from gnsched.config import TrainConfig
 from gnsched.tasks import get_task
 from gnsched.train import apply_agent, train_agent
@@ -76,57 +78,59 @@ def bench_agent_record(task: str) -> dict:
                      f"(gnsched bench --profile full --task {task}) first.")
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+def variant_config(name: str, task: str) -> dict:
+    """What identifies a variant's agent in the record keys: the benchmark's agent file for
+    ``paper``, the config overrides otherwise (a changed definition is a new agent)."""
+    return {"agent": bench_agent_record(task)["agent"]} if name == "paper" else VARIANTS[name][0]
 
 
-def agent_for(name: str, out: Path, task) -> tuple[GNSAgent, float]:
+def agent_record(store: RecordStore, name: str, task) -> dict:
+    """The training record of a variant's agent (``agent``: its file below ``store.root``
+    or the benchmark's folder for ``paper``), training it first if needed."""
     if name == "paper":  # the benchmark's agent, trained with seed 0 (TUNE_SEED)
         rec = bench_agent_record(task.name)
-        return GNSAgent.load(BENCH / rec["agent"]), rec["seconds"]
-    path = out / "agents" / f"{name}.safetensors"
-    log = out / "agents" / f"{name}.training.json"
-    if log.is_file() and json.loads(log.read_text())["overrides"] != VARIANTS[name][0]:
-        raise SystemExit(f"error: {path} was trained with {json.loads(log.read_text())['overrides']}, but variant "
-                         f"{name!r} is now {VARIANTS[name][0]}; delete its agent files and records to retrain.")
-    if not path.is_file():
+        return rec | {"agent": str(BENCH / rec["agent"])}
+    folder = store.root / "agents" / task.name
+
+    def train() -> dict:
         t0 = time.perf_counter()
-        agent, logs = train_agent(task, make_cfg(VARIANTS[name][0], task.name), checkpoint_dir=out / "agents" / f"{name}-checkpoint")
-        agent.save(path)
-        shutil.rmtree(out / "agents" / f"{name}-checkpoint", ignore_errors=True)  # resume state, not a result
-        write_json(log, {"seconds": time.perf_counter() - t0, "overrides": VARIANTS[name][0],
-                         "episodes": [{"lr0": l.lr0, "final_val": l.final_val, "return": l.episode_return}
-                                      for l in logs]})
-    return GNSAgent.load(path), json.loads(log.read_text())["seconds"]
+        agent, logs = train_agent(task, make_cfg(VARIANTS[name][0], task.name), checkpoint_dir=folder / f"{name}-checkpoint")
+        agent.save(folder / f"{name}.safetensors")
+        shutil.rmtree(folder / f"{name}-checkpoint", ignore_errors=True)  # resume state, not a result
+        return {"seconds": time.perf_counter() - t0, "agent": f"agents/{task.name}/{name}.safetensors",
+                "episodes": [{"lr0": l.lr0, "final_val": l.final_val, "return": l.episode_return} for l in logs]}
+
+    rec = store.run(record_key(task.name, name, "agent", variant_config(name, task.name), 0, EPOCHS[task.name]), train)
+    return rec | {"agent": str(store.root / rec["agent"])}
 
 
-def evaluate(name: str, mode: str, seed: int, out: Path, task) -> dict:
-    path = out / "records" / name / f"{mode}-{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    agent, _ = agent_for(name, out, task)
-    cfg = make_cfg(VARIANTS[name][0], task.name)
-    rec = apply_agent(agent, task, cfg, seed=seed, lr=task.default_lr if mode == "default-lr" else None)
-    data = rec.to_dict() | {"variant": name, "mode": mode, "seed": seed}
-    write_json(path, data)
-    return data
+def evaluate(store: RecordStore, name: str, mode: str, seed: int, task) -> dict:
+    """One application of a variant's agent (``select`` or ``default-lr``) on ``seed``."""
+
+    def run() -> dict:
+        agent = GNSAgent.load(agent_record(store, name, task)["agent"])
+        cfg = make_cfg(VARIANTS[name][0], task.name)
+        return apply_agent(agent, task, cfg, seed=seed, lr=task.default_lr if mode == "default-lr" else None).to_dict()
+
+    return store.run(record_key(task.name, name, mode, variant_config(name, task.name), seed, EPOCHS[task.name]), run)
+
+
+def bench_seed_records(task: str, method: str, seed: int) -> list[dict]:
+    """The benchmark's evaluation records of ``method`` on ``seed`` at the epochs used here."""
+    recs = [json.loads(p.read_text()) for p in (BENCH / "records" / task / method).glob(f"seed-{seed}-*.json")]
+    return [r for r in recs if r["key"]["epochs"] == EPOCHS[task]]
 
 
 def baseline_tests(task: str, seeds: list[int]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for method in BASELINES:
         for seed in seeds:
-            for p in (BENCH / "records" / task / method).glob(f"seed-{seed}-*.json"):
-                rec = json.loads(p.read_text())
-                if rec["key"]["epochs"] == EPOCHS[task]:
-                    out.setdefault(method, []).append(rec["test"])
+            for rec in bench_seed_records(task, method, seed):
+                out.setdefault(method, []).append(rec["test"])
     return out
 
 
-def plot_lrs(task: str, out: Path, names: list[str], seed: int) -> Path:
+def plot_lrs(store: RecordStore, task, out: Path, names: list[str], seed: int) -> Path:
     """Learning rate per window of each variant (``select``) and of the tuned baselines on ``seed``."""
     import matplotlib
 
@@ -135,13 +139,13 @@ def plot_lrs(task: str, out: Path, names: list[str], seed: int) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for method in ("wsd", "cosine"):
-        for p in (BENCH / "records" / task / method).glob(f"seed-{seed}-*.json"):
-            run = json.loads(p.read_text())["run"]
+        for rec in bench_seed_records(task.name, method, seed):
+            run = rec["run"]
             ax.step(run["steps"], run["lrs"], where="pre", ls="--", label=f"{method} (tuned)")
     for name in names:
-        rec = json.loads((out / "records" / name / f"select-{seed}.json").read_text())
+        rec = evaluate(store, name, "select", seed, task)
         ax.step(rec["steps"], rec["lrs"], where="pre", label=f"GNS {name}")
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="learning rate", title=f"{task}, seed {seed}")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="learning rate", title=f"{task.name}, seed {seed}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -166,22 +170,22 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.variants = args.variants or DEFAULT_VARIANTS[args.task]
-    out, seeds = Path(args.out) / args.task, [int(s) for s in args.seeds.split(",")]
+    store, seeds = RecordStore(args.out), [int(s) for s in args.seeds.split(",")]
+    out = store.root / args.task  # tables and plot; records and agents are shared by the tasks
     task = get_task(args.task, args.data_dir)
     names = args.variants.split(",")
     rows, results = [], {}
     for name in names:
         results[name] = {}
         for mode in ("select", "default-lr"):
-            recs = [evaluate(name, mode, s, out, task) for s in seeds]
+            recs = [evaluate(store, name, mode, s, task) for s in seeds]
             tests = [r["test_metric"] for r in recs]
             results[name][mode] = {"test": tests, "lr0": [r["lrs"][0] for r in recs],
                                    "lr_end": [r["lrs"][-1] for r in recs],
                                    "seconds": [r["seconds"] for r in recs]}
             print(f"{name:22s} {mode:10s} test {fmt(tests)}  lr {recs[0]['lrs'][0]:.2e} -> {recs[0]['lrs'][-1]:.2e}",
                   flush=True)
-        secs = (bench_agent_record(task.name)["seconds"] if name == "paper"
-                else json.loads((out / "agents" / f"{name}.training.json").read_text())["seconds"])
+        secs = agent_record(store, name, task)["seconds"]
         sel, fix = results[name]["select"], results[name]["default-lr"]
         rows.append(f"| {name} | {VARIANTS[name][1]} | {fmt(sel['test'])} | {sel['lr0'][0]:.1e} → {sel['lr_end'][0]:.1e} "
                     f"| {fmt(fix['test'])} | {fix['lr0'][0]:.1e} → {fix['lr_end'][0]:.1e} | {secs:.0f} |")
@@ -198,11 +202,12 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         "Tuned baselines of the full benchmark on the same seeds (`bench/results/fashion-mnist/`):", "",
         "| method | test |", "| --- | --- |", *[f"| {LABELS.get(m, m)} | {fmt(v)} |" for m, v in base.items()], "",
-        f"![learning rates]({plot_lrs(args.task, out, names, seeds[0]).name})", "",
+        f"![learning rates]({plot_lrs(store, task, out, names, seeds[0]).name})", "",
         f"Machine: {os.cpu_count()} CPU cores, {args.threads} torch thread(s), torch {torch.__version__}.",
     ]
-    write_json(out / "results.json", {"command": command, "seeds": seeds, "variants": results,
-                                      "baselines": base, "definitions": {k: v[0] for k, v in VARIANTS.items()}})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"command": command, "seeds": seeds, "variants": results,
+                                      "baselines": base, "definitions": {k: v[0] for k, v in VARIANTS.items()}}, indent=1))
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
