@@ -137,7 +137,7 @@ def test_gns_g1_trains_with_its_overrides(tmp_path, digits_task):
     from gnsched.agent import GNSAgent
 
     agent = GNSAgent.load(tmp_path / agent_rec["agent"])
-    assert agent.cfg.action_scale == 0.25 and agent.recipe["action_scale"] == 0.25
+    assert agent.cfg.action_scale == 0.25
     assert agent.recipe["ppo"]["gamma"] == 1.0 and agent.recipe["ppo"]["episodes_per_update"] == 3
 
 

@@ -192,6 +192,6 @@ def test_recipe_is_recorded_and_saved(two_trainings, tmp_path):
     agent = two_trainings[0][0]
     assert agent.recipe == {"task": "digits-mlp", "interval": 10, "epochs": 3, "episodes": 2, "seed": 0,
                             "val_prob": 0.2, "lr_prior": [1e-4, 1e-2],
-                            "ppo": dataclasses.asdict(PPOConfig(epochs=2, episodes_per_update=1)), "action_scale": 0.1}
+                            "ppo": dataclasses.asdict(PPOConfig(epochs=2, episodes_per_update=1))}
     agent.save(tmp_path / "a.safetensors")
     assert GNSAgent.load(tmp_path / "a.safetensors").recipe == agent.recipe

@@ -5,8 +5,9 @@ The CLI maps its options one to one onto these fields. Each ``validate`` raises
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from .errors import require
 
@@ -230,10 +231,8 @@ class TrainConfig:
         """This config with fields changed: ``{"ppo.gamma": 1.0, "env.val_prob": 1.0,
         "episodes": 60}`` (``section.field`` for the nested configs, ``field`` for this one's).
         An unknown name is an error, never a silently ignored setting. Returns a validated copy."""
-        import copy
-
         cfg = copy.deepcopy(self)
-        sections = {f.name for f in fields(self) if f.name in ("env", "agent", "ppo", "parallel")}
+        sections = {f.name for f in fields(self) if is_dataclass(getattr(self, f.name))}
         for path, value in overrides.items():
             *section, name = str(path).split(".")
             require(len(section) <= 1 and (not section or section[0] in sections),

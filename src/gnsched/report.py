@@ -135,7 +135,7 @@ def plot_loss(summary: dict, path: Path) -> None:
             if not runs:
                 continue
             n = min(len(run["train_losses"]) for run in runs)
-            mean = [statistics.fmean(run["train_losses"][i] for run in runs) for i in range(n)]
+            mean = [statistics.fmean(run["train_losses"][j] for run in runs) for j in range(n)]
             ax.plot(runs[0]["steps"][:n], mean, label=method, alpha=0.85, **_style(i))
         ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss", title=task)
     _save(plt, fig, axes, path)

@@ -147,8 +147,7 @@ def train_agent(task: Task, cfg: TrainConfig, agent: GNSAgent | None = None,
         agent.recipe = {"task": task.name, "interval": env.interval, "epochs": env.epochs,
                         "episodes": agent.recipe.get("episodes", 0) + cfg.episodes, "seed": cfg.seed,
                         "val_prob": env.cfg.val_prob, "lr_prior": list(task.lr_prior),
-                        # the rest of how it was trained (PPO settings, action scale, ...)
-                        "ppo": asdict(cfg.ppo), "action_scale": cfg.agent.action_scale}
+                        "ppo": asdict(cfg.ppo)}  # the agent's own config (action scale, ...) is saved with it
     per_update = cfg.episodes_per_update()
     try:
         ep = len(logs)
